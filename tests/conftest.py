@@ -1,0 +1,82 @@
+"""Fixtures for testing the template: renderings made by real Copier, and fresh databases."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import copier
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "TEMPLATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# Files of the template repository that are not part of the template itself.
+_NOT_TEMPLATE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*_cache", "my-service")
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The working tree of the template, uncommitted changes included, outside git."""
+    snapshot = tmp_path_factory.mktemp("template") / "sqlmodel-starter"
+    shutil.copytree(ROOT, snapshot, ignore=_NOT_TEMPLATE)
+    return snapshot
+
+
+def render(template: Path, destination: Path, **answers: Any) -> Path:
+    """Generate a project with real Copier, answering the questions not given with defaults."""
+    copier.run_copy(
+        str(template), destination, data=answers, defaults=True, unsafe=False, quiet=True
+    )
+    return destination
+
+
+def run(
+    command: list[str], cwd: Path, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a module of this environment's (ruff, mypy, pytest) in ``cwd``, capturing output.
+
+    The generated suite uses ``database_url`` if given, else its in-memory SQLite default.
+    """
+    environment = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
+    if database_url is not None:
+        environment["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _postgres(sql: str) -> None:
+    async def execute() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute())
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = f"starter_{uuid.uuid4().hex[:12]}"
+    try:
+        _postgres(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is needed for this test: {exc}")
+    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    yield f"{base}/{name}"
+    _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,73 @@
+"""Every rendering in the matrix is lint, format and type clean, and its suite passes."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import render, run
+
+# Pairwise over the questions that change the code: each database with and without the
+# example domain, plain and odd-but-valid names, every supported Python floor.
+MATRIX: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "postgresql-example": {
+        "project_name": "My Service 2",
+        "database": "postgresql",
+        "python_version": "3.12",
+    },
+    "sqlite-bare": {"project_name": "inventory", "include_example": False},
+    "postgresql-bare": {
+        "project_name": "Ünïcode & Co. API",
+        "database": "postgresql",
+        "include_example": False,
+        "python_version": "3.13",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=MATRIX, ids=str)
+def project(
+    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return render(template, tmp_path_factory.mktemp(request.param), **MATRIX[request.param])
+
+
+def test_rendering_passes_ruff_check(project: Path) -> None:
+    result = run(["ruff", "check", "--no-cache", "."], project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendering_is_already_ruff_formatted(project: Path) -> None:
+    result = run(["ruff", "format", "--check", "--diff", "--no-cache", "."], project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendering_passes_strict_mypy(project: Path) -> None:
+    result = run(["mypy", "--cache-dir", "/dev/null", "."], project)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendering_holds_no_jinja_residue(project: Path) -> None:
+    for path in project.rglob("*"):
+        if path.is_dir() or ".git" in path.parts:
+            continue
+        text = path.read_text()
+        where = path.relative_to(project)
+        assert not re.search(r"\{\{|\}\}|\{%|%\}", text), f"Jinja left in {where}"
+        assert "\n\n\n\n" not in text, f"a run of blank lines in {where}"
+        assert not re.search(r"[ \t]+\n", text), f"trailing white space in {where}"
+        assert path.suffix != ".jinja", f"{where} kept its .jinja suffix"
+
+
+def test_generated_suite_passes_on_sqlite(project: Path) -> None:
+    result = run(["pytest", "-q", "-p", "no:cacheprovider"], project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout
+
+
+@pytest.mark.postgres
+def test_generated_suite_passes_on_postgresql(project: Path, postgres_database: str) -> None:
+    result = run(["pytest", "-q", "-p", "no:cacheprovider"], project, postgres_database)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout
