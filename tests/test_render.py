@@ -16,7 +16,13 @@ MATRIX: dict[str, dict[str, Any]] = {
         "database": "postgresql",
         "python_version": "3.12",
     },
-    "sqlite-bare": {"project_name": "inventory", "include_example": False},
+    "sqlite-bare": {
+        "project_name": "inventory",
+        "include_example": False,
+        "cache_ttl_seconds": 5,
+        "guard_max_in_flight": 4,
+        "guard_max_waiting": 0,
+    },
     "postgresql-bare": {
         "project_name": "Ünïcode & Co. API",
         "database": "postgresql",

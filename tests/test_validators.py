@@ -29,6 +29,11 @@ from conftest import render
         ({"python_version": "3.10"}, "Give a Python version from 3.11 up"),
         ({"python_version": "3"}, "Give a Python version from 3.11 up"),
         ({"database": "mysql"}, "Invalid choice for 'database'"),
+        ({"cache_ttl_seconds": 0}, "Give a whole number of seconds from 1 to 86400"),
+        ({"cache_max_entries": 0}, "Give a whole number of entries from 1 to 10000000"),
+        ({"guard_max_in_flight": 0}, "Give a whole number from 1 to 1000"),
+        ({"guard_max_in_flight": 4, "guard_max_waiting": 41}, "from 0 to 40"),
+        ({"guard_max_waiting": -1}, "from 0 to 100"),
     ],
     ids=lambda value: str(value)[:40] if isinstance(value, dict) else "",
 )
@@ -54,3 +59,13 @@ def test_slug_and_module_derive_from_the_name(
     project = render(template, tmp_path / "project", project_name=project_name)
     assert f'name = "{slug}"' in (project / "pyproject.toml").read_text()
     assert (project / f"{module}.py").is_file()
+
+
+def test_the_waiting_line_defaults_to_half_the_requests_in_flight(
+    template: Path, tmp_path: Path
+) -> None:
+    project = render(template, tmp_path / "project", guard_max_in_flight=8)
+    example = (project / ".env.example").read_text()
+    assert "GUARD_MAX_IN_FLIGHT=8\n" in example
+    assert "GUARD_MAX_WAITING=4\n" in example
+    assert "DATABASE_POOL_SIZE=8\n" in example
