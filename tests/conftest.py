@@ -30,10 +30,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snapshot
 
 
-def render(template: Path, destination: Path, **answers: Any) -> Path:
-    """Generate a project with real Copier, answering the questions not given with defaults."""
+def render(
+    template: Path, destination: Path, *, vcs_ref: str | None = None, **answers: Any
+) -> Path:
+    """Generate a project with real Copier, answering the questions not given with defaults.
+
+    ``vcs_ref`` picks a version of a template that is a git repository (default: the newest tag).
+    """
     copier.run_copy(
-        str(template), destination, data=answers, defaults=True, unsafe=False, quiet=True
+        str(template),
+        destination,
+        data=answers,
+        vcs_ref=vcs_ref,
+        defaults=True,
+        unsafe=False,
+        quiet=True,
     )
     return destination
 
