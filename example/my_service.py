@@ -1,0 +1,1428 @@
+"""My Service: A FastAPI + SQLModel service.
+
+Run it with ``uvicorn my_service:app`` and test it with ``pytest``. Every setting comes
+from an environment variable; see ``.env.example``.
+
+Sections, in reading order:
+    Settings          every knob, read from the environment and validated at start-up
+    Database          async engine, sessions and the ``get_session`` dependency
+    Performance kit   query budgets, Server-Timing, overload guard, TTL cache, offload
+    Models            tables, their indexes, and the Create/Read/Update schemas
+    Routes            the HTTP API, each route with its query budget
+    App               lifespan, middleware and routers, put together by ``create_app``
+"""
+
+import asyncio
+import csv
+import functools
+import io
+import logging
+import os
+import random
+import sys
+import sysconfig
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+import greenlet
+import sqlalchemy as sa
+from cachetools import TLRUCache
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import to_json
+from sqlalchemy import DateTime, Dialect, Index, Row, Select, TypeDecorator, delete, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection, ExecutionContext
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import QueryableAttribute, joinedload, selectinload
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Field, Relationship, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "NOT_FOUND_TTL",
+    "UNGUARDED_PATHS",
+    "AsyncTTLCache",
+    "CacheDep",
+    "CacheStats",
+    "CapturedQuery",
+    "ConcurrencyLimit",
+    "GuardStats",
+    "Item",
+    "ItemCreate",
+    "ItemPage",
+    "ItemRead",
+    "ItemTagLink",
+    "ItemUpdate",
+    "OffloadDep",
+    "OffloadStats",
+    "Offloader",
+    "OverloadGuard",
+    "Overloaded",
+    "Owner",
+    "OwnerCreate",
+    "OwnerRead",
+    "QueryCountError",
+    "QueryRecorder",
+    "ReadsDep",
+    "ServerTimingMiddleware",
+    "SessionDep",
+    "Settings",
+    "SettingsError",
+    "Tag",
+    "TagCreate",
+    "TagRead",
+    "UTCDateTime",
+    "app",
+    "budget_of",
+    "create_app",
+    "create_engine",
+    "expect_queries",
+    "get_cache",
+    "get_offloader",
+    "get_reads",
+    "get_session",
+    "json_response",
+    "note_timing",
+    "overloaded_response",
+    "query_budget",
+    "record_queries",
+    "router",
+    "send_overloaded",
+]
+
+logger = logging.getLogger("my_service")
+
+
+# --- Settings ---------------------------------------------------------------------------
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot run with."""
+
+
+class Settings(BaseModel):
+    """Every setting of the service; each field is read from the upper-cased variable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    database_url: str = "sqlite+aiosqlite:///./my_service.db"
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=0, ge=0)
+    database_pool_timeout: float = Field(default=5.0, gt=0)
+    database_pool_recycle: int = Field(default=1800, ge=-1)
+    database_pool_pre_ping: bool = False
+    database_echo: bool = False
+    create_tables: bool = True
+    cache_ttl_seconds: float = Field(default=30, gt=0)
+    cache_max_entries: int = Field(default=1024, ge=1)
+    offload_threads: int = Field(default=4, ge=1)
+    offload_max_waiting: int = Field(default=16, ge=0)
+    offload_wait_timeout: float = Field(default=5.0, gt=0)
+    guard_enabled: bool = True
+    guard_max_in_flight: int = Field(default=10, ge=1)
+    guard_max_waiting: int = Field(default=5, ge=0)
+    guard_wait_timeout: float = Field(default=1.0, gt=0)
+    slow_request_ms: float = Field(default=500.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_driver(cls, value: str) -> str:
+        # Plain postgres:// URLs (as hosting providers hand them out) get the async driver.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                value = "postgresql+asyncpg://" + value.removeprefix(prefix)
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "want sqlite+aiosqlite:///path/to/file.db or "
+                "postgresql+asyncpg://user@host:port/dbname"
+            )
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        """Read the settings from environment variables, refusing invalid values."""
+        values = {
+            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{str(error['loc'][0]).upper()}={error['input']!r}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise SettingsError(f"invalid settings: {problems}") from None
+
+
+# --- Database ---------------------------------------------------------------------------
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Create the async engine for ``settings.database_url``, with query counting attached."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, echo=settings.database_echo)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(url))
+    else:
+        engine = create_async_engine(
+            url,
+            echo=settings.database_echo,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            pool_recycle=settings.database_pool_recycle,
+            pool_pre_ping=settings.database_pool_pre_ping,
+        )
+    count_queries(engine.sync_engine)
+    return engine
+
+
+def _sqlite_pragmas(url: URL) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
+    in_memory = url.database in (None, "", ":memory:")
+
+    def on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        # SQLite ignores foreign keys unless asked, and fails at once on a locked database
+        # unless given a busy timeout; WAL lets readers run alongside the one writer.
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 5000")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return on_connect
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Yield a session for one request; whatever it did not commit is rolled back."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session:
+        yield session
+
+
+async def get_reads(request: Request) -> AsyncEngine:
+    """The engine for reads: its connections run each statement in AUTOCOMMIT mode.
+
+    A read needs no transaction of its own: under PostgreSQL's READ COMMITTED every
+    statement sees its own snapshot anyway, and skipping BEGIN and ROLLBACK saves two
+    round trips per request. Connect with ``async with reads.connect() as connection``.
+    """
+    return cast(AsyncEngine, request.app.state.reads)
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadsDep = Annotated[AsyncEngine, Depends(get_reads)]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        # SQLite keeps no zone; the value was stored in UTC.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+# --- Performance kit --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CapturedQuery:
+    """One statement sent to the database, with where it came from."""
+
+    statement: str
+    parameters: Any
+    call_site: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(slots=True)
+class QueryRecorder:
+    """The statements a block of code sent to the database, in order."""
+
+    call_sites: bool = False
+    queries: list[CapturedQuery] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """How many statements were sent."""
+        return len(self.queries)
+
+    @property
+    def duration(self) -> float:
+        """Seconds spent in the database driver, summed over the statements."""
+        return sum(query.duration for query in self.queries)
+
+    def report(self) -> str:
+        """The statements, numbered, then the ones sent more than once: the usual N+1."""
+        lines = []
+        for number, query in enumerate(self.queries, 1):
+            site = f"\n       at {query.call_site}" if query.call_site else ""
+            lines.append(f"{number:3}. {_one_line(query.statement)}{site}")
+        repeated = Counter(_one_line(query.statement) for query in self.queries)
+        for statement, times in repeated.most_common():
+            if times > 1:
+                lines.append(f"repeated: {times} x {statement}")
+        return "\n".join(lines)
+
+
+class QueryCountError(AssertionError):
+    """A block of code sent a different number of statements than expected."""
+
+
+_recorders: ContextVar[tuple[QueryRecorder, ...]] = ContextVar("_recorders", default=())
+
+
+@contextmanager
+def record_queries(*, call_sites: bool = False) -> Iterator[QueryRecorder]:
+    """Record every statement sent inside the block, in this task and the tasks it starts.
+
+    Recorders nest: a test's recorder sees the statements of the requests it makes, while
+    each request's own recorder feeds its ``Server-Timing`` header.
+    """
+    recorder = QueryRecorder(call_sites=call_sites)
+    token = _recorders.set((*_recorders.get(), recorder))
+    try:
+        yield recorder
+    finally:
+        _recorders.reset(token)
+
+
+@contextmanager
+def expect_queries(expected: int) -> Iterator[QueryRecorder]:
+    """Fail with the captured statements unless the block sends exactly ``expected``."""
+    with record_queries(call_sites=True) as recorder:
+        yield recorder
+    if recorder.count != expected:
+        raise QueryCountError(
+            f"expected {expected} queries, {recorder.count} were sent:\n{recorder.report()}"
+        )
+
+
+def count_queries(engine: Engine) -> None:
+    """Feed every statement ``engine`` sends to the recorders active where it was sent.
+
+    Counting at the cursor sees every read path (lazy loads, flushes, raw SQL) that
+    helper-level counting would miss. SAVEPOINT statements are left out: they are the
+    scaffolding of nested transactions, not the work of the code under test.
+    """
+    event.listen(engine, "before_cursor_execute", _before_cursor_execute)
+    event.listen(engine, "after_cursor_execute", _after_cursor_execute)
+
+
+def _before_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    executemany: bool,
+) -> None:
+    recorders = _recorders.get()
+    if not recorders or statement.lstrip()[:9].upper() in _SAVEPOINT_PREFIXES:
+        return
+    site = _call_site() if any(recorder.call_sites for recorder in recorders) else None
+    query = CapturedQuery(statement, parameters, site)
+    for recorder in recorders:
+        recorder.queries.append(query)
+    conn.info.setdefault("_captured", []).append((query, time.perf_counter()))
+
+
+def _after_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    executemany: bool,
+) -> None:
+    pending: list[tuple[CapturedQuery, float]] = conn.info.get("_captured", [])
+    if pending:
+        query, started = pending.pop()
+        query.duration = time.perf_counter() - started
+
+
+_SAVEPOINT_PREFIXES = ("SAVEPOINT", "RELEASE S", "ROLLBACK ")
+_LIBRARY_PATHS = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")})
+
+
+def _call_site() -> str | None:
+    # The driver runs in a greenlet of its own; the code that awaited the query is in
+    # the parent greenlet's frames, so continue the walk there.
+    frame: FrameType | None = sys._getframe(2)
+    parent = greenlet.getcurrent().parent
+    while frame is not None:
+        if not frame.f_code.co_filename.startswith(("<", *_LIBRARY_PATHS)):
+            code = frame.f_code
+            return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+        frame = frame.f_back
+        if frame is None and parent is not None:
+            frame, parent = parent.gr_frame, None
+    return None
+
+
+def _one_line(statement: str) -> str:
+    return " ".join(statement.split())
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+_budgets: dict[Callable[..., Any], int] = {}
+
+
+def query_budget(limit: int) -> Callable[[_Endpoint], _Endpoint]:
+    """Declare how many SQL statements one call of a route may send.
+
+    Requests over budget are logged with their statements, and the test client fails them.
+    """
+
+    def declare(endpoint: _Endpoint) -> _Endpoint:
+        _budgets[endpoint] = limit
+        return endpoint
+
+    return declare
+
+
+def budget_of(endpoint: Callable[..., Any]) -> int | None:
+    """The query budget declared for ``endpoint``, or None."""
+    return _budgets.get(endpoint)
+
+
+# Server-Timing: what a request spent where, visible in any browser's network panel.
+
+_timings: ContextVar[list[str] | None] = ContextVar("_timings", default=None)
+
+
+def note_timing(name: str, seconds: float | None = None, *, description: str = "") -> None:
+    """Add a metric to the ``Server-Timing`` header of the response being served."""
+    timings = _timings.get()
+    if timings is not None:
+        duration = f";dur={seconds * 1000:.2f}" if seconds is not None else ""
+        detail = f';desc="{description}"' if description else ""
+        timings.append(f"{name}{duration}{detail}")
+
+
+class ServerTimingMiddleware:
+    """Adds ``Server-Timing`` (database time and query count, cache, queue, offload) and
+    logs requests that went over their query budget or took longer than ``slow_request``.
+    """
+
+    def __init__(self, app: ASGIApp, slow_request: float) -> None:
+        self.app = app
+        self.slow_request = slow_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        timings: list[str] = []
+        token = _timings.set(timings)
+        with record_queries() as recorder:
+
+            async def send_with_timing(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    metrics = [
+                        f'db;dur={recorder.duration * 1000:.2f};desc="{recorder.count} queries"',
+                        *timings,
+                    ]
+                    if "queue_wait" in scope:
+                        metrics.append(f"queue;dur={scope['queue_wait'] * 1000:.2f}")
+                    header = (b"server-timing", ", ".join(metrics).encode())
+                    message = {**message, "headers": [*message.get("headers", []), header]}
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_with_timing)
+            finally:
+                _timings.reset(token)
+        self._log_if_over(scope, recorder, time.perf_counter() - started)
+
+    def _log_if_over(self, scope: Scope, recorder: QueryRecorder, elapsed: float) -> None:
+        endpoint = scope.get("endpoint")
+        budget = budget_of(endpoint) if endpoint is not None else None
+        if budget is not None and recorder.count > budget:
+            logger.warning(
+                "%s %s sent %d queries, over its budget of %d:\n%s",
+                scope["method"],
+                scope["path"],
+                recorder.count,
+                budget,
+                recorder.report(),
+            )
+        if elapsed > self.slow_request:
+            logger.warning(
+                "slow request: %s %s took %.0f ms, %d queries in %.0f ms",
+                scope["method"],
+                scope["path"],
+                elapsed * 1000,
+                recorder.count,
+                recorder.duration * 1000,
+            )
+
+
+# Capacity: one answer for "no capacity now", whichever part ran out.
+
+
+class Overloaded(Exception):
+    """The service cannot take this work in time; the client should retry a little later."""
+
+
+_OVERLOADED_BODY = b'{"detail":"the service is overloaded; retry after the delay in Retry-After"}'
+# Rejected clients are told to come back after 1, 2 or 3 seconds, at random, so that they do
+# not all return at the same instant and overload the service again.
+_OVERLOADED_HEADERS = [
+    [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_OVERLOADED_BODY)).encode()),
+        (b"retry-after", str(seconds).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    for seconds in (1, 2, 3)
+]
+
+
+async def send_overloaded(send: Send) -> None:
+    """Answer 503 with Retry-After, without reading the request."""
+    headers = random.choice(_OVERLOADED_HEADERS)
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _OVERLOADED_BODY})
+
+
+def overloaded_response() -> Response:
+    """The same 503 as a response, for exception handlers."""
+    headers = random.choice(_OVERLOADED_HEADERS)
+    return Response(
+        _OVERLOADED_BODY, 503, {name.decode(): value.decode() for name, value in headers}
+    )
+
+
+# TTL cache
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """What the cache did since the app started."""
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    coalesced: int = 0
+    load_errors: int = 0
+
+
+@dataclass(slots=True)
+class _Entry:
+    generation: int
+    value: Any
+
+
+@dataclass(slots=True)
+class _Loading:
+    generation: int
+    task: "asyncio.Task[Any]"
+
+
+_Result = TypeVar("_Result")
+_Params = ParamSpec("_Params")
+
+
+class AsyncTTLCache:
+    """An in-memory cache for async loaders: bounded, expiring, one load per key at a time.
+
+    Keys live in namespaces ("item", 42). Concurrent misses of one key share a single load;
+    a failed load is shared with its waiters and never stored. ``invalidate`` after a
+    successful commit drops a key or a whole namespace; a load that started before it still
+    answers its waiters but does not write its value back.
+
+    Each process has its own cache: with several workers, a write invalidates only its own
+    worker's entries, and the TTL bounds how stale the others can be. The cache belongs to
+    the event loop's thread; offloaded code must not call it.
+    """
+
+    def __init__(
+        self,
+        max_entries: int,
+        ttl: float,
+        *,
+        jitter: float = 0.1,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.jitter = jitter
+        self.stats = CacheStats()
+        # TLRUCache, unlike TTLCache, takes each entry's lifetime from a function: entries
+        # get a little jitter, so those written together do not expire together, and a
+        # cached "not found" can live shorter than a value.
+        self._entries: TLRUCache[tuple[str, Hashable], _Entry, float] = TLRUCache(
+            maxsize=max_entries, ttu=self._expires, timer=timer
+        )
+        self._lifetimes: dict[tuple[str, Hashable], float] = {}
+        self._loading: dict[tuple[str, Hashable], _Loading] = {}
+        self._generations: dict[str, int] = {}
+        self._thread = threading.get_ident()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get_or_load(
+        self,
+        namespace: str,
+        key: Hashable,
+        load: Callable[[], Awaitable[_Result]],
+        *,
+        none_ttl: float | None = None,
+    ) -> _Result:
+        """The cached value of ``(namespace, key)``, calling ``load`` on a miss.
+
+        A None result is cached for ``none_ttl`` seconds if given, else not at all.
+        """
+        self._check_thread()
+        full_key = (namespace, key)
+        generation = self._generations.get(namespace, 0)
+        entry = self._entries.get(full_key)
+        if entry is not None and entry.generation == generation:
+            self.stats.hits += 1
+            note_timing("cache", description="hit")
+            return cast(_Result, entry.value)
+        self.stats.misses += 1
+        note_timing("cache", description="miss")
+        loading = self._loading.get(full_key)
+        if loading is not None and loading.generation == generation:
+            self.stats.coalesced += 1
+        else:
+            task = asyncio.create_task(self._load(full_key, generation, load, none_ttl))
+            task.add_done_callback(_retrieve_exception)
+            loading = self._loading[full_key] = _Loading(generation, task)
+        # Shielded: a caller that goes away does not cancel the load the others wait for.
+        return cast(_Result, await asyncio.shield(loading.task))
+
+    def cached(
+        self, namespace: str, *, none_ttl: float | None = None
+    ) -> Callable[[Callable[_Params, Awaitable[_Result]]], Callable[_Params, Awaitable[_Result]]]:
+        """Decorate an async function so its results are cached by its arguments."""
+
+        def decorate(
+            function: Callable[_Params, Awaitable[_Result]],
+        ) -> Callable[_Params, Awaitable[_Result]]:
+            @functools.wraps(function)
+            async def cached_function(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+                key = (args, tuple(sorted(kwargs.items())))
+                return await self.get_or_load(
+                    namespace, key, lambda: function(*args, **kwargs), none_ttl=none_ttl
+                )
+
+            return cached_function
+
+        return decorate
+
+    def invalidate(self, namespace: str, key: Hashable) -> None:
+        """Drop one key; call it once the write that made it stale has committed."""
+        self._check_thread()
+        self._entries.pop((namespace, key), None)
+        self._loading.pop((namespace, key), None)
+
+    def invalidate_namespace(self, namespace: str) -> None:
+        """Drop every key of ``namespace`` at once, for writes that touch many of them."""
+        self._check_thread()
+        self._generations[namespace] = self._generations.get(namespace, 0) + 1
+
+    def _expires(self, key: tuple[str, Hashable], entry: _Entry, now: float) -> float:
+        lifetime = self._lifetimes.pop(key, self.ttl)
+        return now + lifetime * (1 + random.uniform(0, self.jitter))
+
+    async def _load(
+        self,
+        key: tuple[str, Hashable],
+        generation: int,
+        load: Callable[[], Awaitable[_Result]],
+        none_ttl: float | None,
+    ) -> _Result:
+        self.stats.loads += 1
+        task = asyncio.current_task()
+        try:
+            value = await load()
+        except Exception:
+            self.stats.load_errors += 1
+            raise
+        finally:
+            loading = self._loading.get(key)
+            # Not current if the key was invalidated (or reloaded) while this load ran.
+            current = loading is not None and loading.task is task
+            if current:
+                del self._loading[key]
+        if current and (value is not None or none_ttl is not None):
+            if value is None and none_ttl is not None:
+                self._lifetimes[key] = none_ttl
+            self._entries[key] = _Entry(generation, value)
+        return value
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "AsyncTTLCache belongs to the event loop's thread; offloaded code must return "
+                "its result to the caller, which reads or invalidates the cache"
+            )
+
+
+def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
+    # A load whose every caller went away may fail unobserved; reading the exception here
+    # keeps asyncio from logging "exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+# Offload wrapper
+
+
+@dataclass(slots=True)
+class OffloadStats:
+    """What the offload pool did since the app started."""
+
+    threads: int
+    running: int = 0
+    waiting: int = 0
+    completed: int = 0
+    rejected: int = 0
+
+
+class Offloader:
+    """Runs blocking functions in worker threads of the service's own bounded pool.
+
+    Never FastAPI's shared default pool: its 40 threads also serve every sync dependency
+    and route, and exhausting it stalls the whole app. Calls beyond the pool's threads
+    wait in a bounded line for a bounded time; past either, ``Overloaded`` (a 503).
+    Context variables flow into the thread. Hand the function plain data, never the
+    async session.
+    """
+
+    def __init__(self, threads: int, max_waiting: int, wait_timeout: float) -> None:
+        self.max_waiting = max_waiting
+        self.wait_timeout = wait_timeout
+        self.stats = OffloadStats(threads=threads)
+        self._admission = anyio.Semaphore(threads)
+        # A second limiter of the same size for the threads themselves: admission already
+        # bounds them, and anyio wants a limiter no caller holds a token of.
+        self._threads = anyio.CapacityLimiter(threads)
+
+    async def run(
+        self, function: Callable[_Params, _Result], *args: _Params.args, **kwargs: _Params.kwargs
+    ) -> _Result:
+        """Call ``function(*args, **kwargs)`` in a worker thread and return its result."""
+        started = time.perf_counter()
+        await self._admit()
+        try:
+            self.stats.running += 1
+            # abandon_on_cancel=False: a cancelled caller still waits for its thread, so
+            # the pool never runs more threads than its size.
+            return await anyio.to_thread.run_sync(
+                functools.partial(function, *args, **kwargs),
+                limiter=self._threads,
+                abandon_on_cancel=False,
+            )
+        finally:
+            self.stats.running -= 1
+            self.stats.completed += 1
+            self._admission.release()
+            note_timing("offload", time.perf_counter() - started)
+
+    async def _admit(self) -> None:
+        if self._admission.value > 0:
+            await self._admission.acquire()
+            return
+        if self.stats.waiting >= self.max_waiting:
+            self.stats.rejected += 1
+            raise Overloaded("the offload pool's waiting line is full")
+        self.stats.waiting += 1
+        try:
+            with anyio.fail_after(self.wait_timeout):
+                await self._admission.acquire()
+        except TimeoutError:
+            self.stats.rejected += 1
+            raise Overloaded("no offload thread became free in time") from None
+        finally:
+            self.stats.waiting -= 1
+
+
+# Overload guard
+
+
+@dataclass(slots=True)
+class GuardStats:
+    """What the overload guard did since the app started."""
+
+    in_flight: int = 0
+    waiting: int = 0
+    admitted: int = 0
+    rejected_full: int = 0
+    rejected_waited_too_long: int = 0
+    gone_while_waiting: int = 0
+
+
+class ConcurrencyLimit:
+    """Admits at most ``max_in_flight`` holders at once; a short, bounded line waits.
+
+    ``acquire`` returns True once admitted, False when the line is full or the wait ran
+    out; every True must be paired with one ``release``. The limits are constants; an
+    adaptive limit (Vegas, Gradient2) can replace them behind the same two methods.
+    """
+
+    def __init__(self, max_in_flight: int, max_waiting: int, wait_timeout: float) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
+        self.wait_timeout = wait_timeout
+        self.stats = GuardStats()
+        self._line: deque[asyncio.Future[bool]] = deque()
+
+    def try_acquire(self) -> bool:
+        """Take a place if one is free and nobody waits for it; never waits."""
+        stats = self.stats
+        if stats.in_flight < self.max_in_flight and not self._line:
+            stats.in_flight += 1
+            stats.admitted += 1
+            return True
+        return False
+
+    async def acquire(self) -> bool:
+        """Wait for a place; True when admitted, False when refused."""
+        if self.try_acquire():
+            return True
+        stats = self.stats
+        if len(self._line) >= self.max_waiting:
+            stats.rejected_full += 1
+            return False
+        loop = asyncio.get_running_loop()
+        place: asyncio.Future[bool] = loop.create_future()
+        self._line.append(place)
+        stats.waiting += 1
+        timer = loop.call_later(self.wait_timeout, _expire, place)
+        try:
+            admitted = await place
+        except asyncio.CancelledError:
+            # The slot may have been handed over just as the waiter was cancelled.
+            if place.done() and not place.cancelled() and place.result():
+                self.release()
+            stats.gone_while_waiting += 1
+            raise
+        finally:
+            timer.cancel()
+            stats.waiting -= 1
+            if place in self._line:
+                self._line.remove(place)
+        if admitted:
+            stats.admitted += 1
+        else:
+            stats.rejected_waited_too_long += 1
+        return admitted
+
+    def release(self) -> None:
+        """Give the place back: to the first in line, else to the pool."""
+        while self._line:
+            place = self._line.popleft()
+            if not place.done():
+                place.set_result(True)
+                return
+        self.stats.in_flight -= 1
+
+
+def _expire(place: "asyncio.Future[bool]") -> None:
+    if not place.done():
+        place.set_result(False)
+
+
+# Health checks and metrics must answer under any load, so the guard lets them through.
+UNGUARDED_PATHS = ("/health", "/metrics")
+
+
+class OverloadGuard:
+    """Sheds load before it queues up: a 503 with Retry-After at once, not a timeout later.
+
+    Pure ASGI and outermost, so a refused request costs no routing, body parsing or
+    database session, and a write is either refused before it starts or runs to its end.
+    Health and metrics paths bypass it: a health check that fails under load turns
+    overload into restarts. Why not uvicorn's ``--limit-concurrency``: it counts open
+    connections (idle keep-alives too), has no waiting line, answers plain-text 503s
+    without Retry-After, and cannot exempt the health check.
+    """
+
+    def __init__(self, app: ASGIApp, limit: ConcurrencyLimit, exempt: Sequence[str]) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if not self.limit.try_acquire():
+            started = time.perf_counter()
+            admitted, receive = await _wait_in_line(self.limit, receive)
+            scope["queue_wait"] = time.perf_counter() - started
+            if not admitted:
+                await send_overloaded(send)
+                return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limit.release()
+
+
+async def _wait_in_line(limit: ConcurrencyLimit, receive: Receive) -> tuple[bool, Receive]:
+    # While a request waits, its client may give up: watch for the disconnect, so that a
+    # client gone does not hold a place in the line. Messages read meanwhile (the body)
+    # are replayed to the app.
+    received: list[Message] = []
+    waiting = asyncio.ensure_future(limit.acquire())
+    try:
+        while not waiting.done():
+            receiving = asyncio.ensure_future(receive())
+            await asyncio.wait((waiting, receiving), return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                receiving.cancel()
+                break
+            message = receiving.result()
+            if message["type"] == "http.disconnect":
+                _leave_line(limit, waiting)
+                await asyncio.wait((waiting,))
+                return False, receive
+            received.append(message)
+    except asyncio.CancelledError:
+        _leave_line(limit, waiting)
+        raise
+    admitted = waiting.result()
+
+    async def replay() -> Message:
+        return received.pop(0) if received else await receive()
+
+    return admitted, replay
+
+
+def _leave_line(limit: ConcurrencyLimit, waiting: "asyncio.Future[bool]") -> None:
+    if not waiting.done():
+        # acquire() leaves the line, and gives back a place handed to it meanwhile.
+        waiting.cancel()
+    elif not waiting.cancelled() and waiting.result():
+        limit.release()
+
+
+# JSON responses serialized once
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """Serialize ``content`` (plain data: dicts, lists, datetimes) to a JSON response.
+
+    For hot read routes: pydantic-core serializes in one pass, and FastAPI passes a
+    Response through without validating it against the route's response model again.
+    Declare ``response_model=`` on the route for the OpenAPI schema, and check the shape in
+    a test by validating the response with that model.
+    """
+    return Response(to_json(content), status_code, media_type="application/json")
+
+
+# Dependencies of the kit. They are async so FastAPI calls them on the event loop; a plain
+# def would cost each request a hop through the shared thread pool.
+
+
+async def get_cache(request: Request) -> AsyncTTLCache:
+    """The app's TTL cache."""
+    return cast(AsyncTTLCache, request.app.state.cache)
+
+
+async def get_offloader(request: Request) -> Offloader:
+    """The app's offload pool."""
+    return cast(Offloader, request.app.state.offloader)
+
+
+CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
+OffloadDep = Annotated[Offloader, Depends(get_offloader)]
+
+
+# --- Models -----------------------------------------------------------------------------
+# Relationships use lazy="raise": touching one that the query did not load raises at once,
+# naming the attribute, so an N+1 fails in development instead of slowing production.
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OwnerBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class Owner(OwnerBase, table=True):
+    """Someone who owns items."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    items: list["Item"] = Relationship(
+        back_populates="owner", sa_relationship_kwargs={"lazy": "raise"}
+    )
+
+
+class OwnerCreate(OwnerBase):
+    """The body of ``POST /owners``."""
+
+
+class OwnerRead(OwnerBase):
+    """An owner as the API returns it."""
+
+    id: int
+
+
+class TagBase(SQLModel):
+    name: str = Field(min_length=1, max_length=50)
+
+
+class ItemTagLink(SQLModel, table=True):
+    """Which tags an item carries; the primary key serves lookups by item."""
+
+    # Lookups by tag ("items with this tag") need tag_id to lead an index of its own.
+    item_id: int = Field(foreign_key="item.id", primary_key=True, ondelete="CASCADE")
+    tag_id: int = Field(foreign_key="tag.id", primary_key=True, index=True, ondelete="CASCADE")
+
+
+class Tag(TagBase, table=True):
+    """A label that any number of items carry."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50, unique=True)
+    items: list["Item"] = Relationship(
+        back_populates="tags", link_model=ItemTagLink, sa_relationship_kwargs={"lazy": "raise"}
+    )
+
+
+class TagCreate(TagBase):
+    """The body of ``POST /tags``."""
+
+
+class TagRead(TagBase):
+    """A tag as the API returns it."""
+
+    id: int
+
+
+class ItemBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    price_cents: int = Field(ge=0)
+
+
+class Item(ItemBase, table=True):
+    """Something an owner offers, carrying any number of tags."""
+
+    # The list route filters by owner and pages by id: one index serves both, and as its
+    # leading column owner_id it also serves the foreign key.
+    __table_args__ = (Index("ix_item_owner_id_id", "owner_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = Field(foreign_key="owner.id", ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
+    owner: Owner = Relationship(back_populates="items", sa_relationship_kwargs={"lazy": "raise"})
+    tags: list[Tag] = Relationship(
+        back_populates="items", link_model=ItemTagLink, sa_relationship_kwargs={"lazy": "raise"}
+    )
+
+
+class ItemCreate(ItemBase):
+    """The body of ``POST /items``."""
+
+    owner_id: int
+    tag_ids: list[int] = Field(default_factory=list, max_length=20)
+
+
+class ItemUpdate(SQLModel):
+    """The body of ``PATCH /items/{item_id}``: only the fields given change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    price_cents: int | None = Field(default=None, ge=0)
+    tag_ids: list[int] | None = Field(default=None, max_length=20)
+
+
+class ItemRead(ItemBase):
+    """An item with its owner and tags, as the API returns it."""
+
+    id: int
+    created_at: datetime
+    owner: OwnerRead
+    tags: list[TagRead]
+
+
+class ItemPage(SQLModel):
+    """One page of items; pass ``next_after`` as ``after`` to get the next page."""
+
+    items: list[ItemRead]
+    next_after: int | None
+
+
+# --- Routes -----------------------------------------------------------------------------
+
+router = APIRouter()
+
+MAX_PAGE_SIZE = 100
+
+
+@router.get("/health")
+@query_budget(0)
+async def health() -> dict[str, str]:
+    """Answer without touching the database, so load never fails the health check."""
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+@query_budget(0)
+async def metrics(request: Request, cache: CacheDep, offloader: OffloadDep) -> dict[str, Any]:
+    """This process's counters: the cache, the offload pool and the overload guard."""
+    guard: ConcurrencyLimit = request.app.state.guard
+    return {
+        "cache": {**asdict(cache.stats), "size": len(cache)},
+        "offload": asdict(offloader.stats),
+        "guard": asdict(guard.stats),
+    }
+
+
+@router.post("/owners", status_code=status.HTTP_201_CREATED)
+@query_budget(1)
+async def create_owner(body: OwnerCreate, session: SessionDep) -> OwnerRead:
+    """Create an owner; names are unique."""
+    owner = Owner.model_validate(body)
+    session.add(owner)
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"an owner named {body.name!r} already exists"
+        ) from None
+    return OwnerRead.model_validate(owner)
+
+
+@router.get("/owners", response_model=list[OwnerRead])
+@query_budget(1)
+async def list_owners(
+    reads: ReadsDep,
+    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+) -> Response:
+    """List owners by id, a page at a time."""
+    query = _OWNER_ROWS.where(col(Owner.id) > after).order_by(col(Owner.id)).limit(limit)
+    async with reads.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return json_response([row._asdict() for row in rows])
+
+
+@router.post("/tags", status_code=status.HTTP_201_CREATED)
+@query_budget(1)
+async def create_tag(body: TagCreate, session: SessionDep) -> TagRead:
+    """Create a tag; names are unique."""
+    tag = Tag.model_validate(body)
+    session.add(tag)
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"a tag named {body.name!r} already exists"
+        ) from None
+    return TagRead.model_validate(tag)
+
+
+@router.get("/tags", response_model=list[TagRead])
+@query_budget(1)
+async def list_tags(reads: ReadsDep) -> Response:
+    """List every tag by name."""
+    async with reads.connect() as connection:
+        rows = (await connection.execute(_TAG_ROWS.order_by(col(Tag.name)))).all()
+    return json_response([row._asdict() for row in rows])
+
+
+@router.post("/items", status_code=status.HTTP_201_CREATED)
+@query_budget(4)
+async def create_item(body: ItemCreate, session: SessionDep, cache: CacheDep) -> ItemRead:
+    """Create an item for an existing owner, with existing tags."""
+    owner = await session.get(Owner, body.owner_id)
+    if owner is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"no owner has id {body.owner_id}"
+        )
+    tags = await _tags_by_id(session, body.tag_ids)
+    item = Item.model_validate(body, update={"owner": owner, "tags": tags})
+    session.add(item)
+    await session.commit()
+    # A GET of this id before it existed may have cached a "not found".
+    cache.invalidate("item", item.id)
+    return ItemRead.model_validate(item)
+
+
+# A miss is cached briefly too, so a flood of requests for a missing item stays off the database.
+NOT_FOUND_TTL = 2.0
+
+
+@router.get("/items/{item_id}", response_model=ItemRead)
+@query_budget(2)
+async def get_item(item_id: int, cache: CacheDep, reads: ReadsDep) -> Response:
+    """One item with its owner and tags, from the cache while the entry lives."""
+    # The cache holds the serialized response: a hit costs no query and no serialization.
+    body = await cache.get_or_load(
+        "item", item_id, lambda: _read_item(reads, item_id), none_ttl=NOT_FOUND_TTL
+    )
+    if body is None:
+        raise _not_found("item", item_id)
+    return Response(body, media_type="application/json")
+
+
+@router.get("/items", response_model=ItemPage)
+@query_budget(2)
+async def list_items(
+    reads: ReadsDep,
+    owner_id: int | None = None,
+    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+) -> Response:
+    """List items by id with their owners and tags, a page at a time.
+
+    Two queries whatever the page size: the items joined to their owners, then the tags
+    of all of them at once.
+    """
+    query = _ITEM_ROWS.where(col(Item.id) > after)
+    if owner_id is not None:
+        query = query.where(col(Item.owner_id) == owner_id)
+    async with reads.connect() as connection:
+        rows = (await connection.execute(query.order_by(col(Item.id)).limit(limit))).all()
+        items = await _item_reads(connection, rows)
+    next_after = rows[-1].id if len(rows) == limit else None
+    return json_response({"items": items, "next_after": next_after})
+
+
+@router.patch("/items/{item_id}")
+@query_budget(6)
+async def update_item(
+    item_id: int, body: ItemUpdate, session: SessionDep, cache: CacheDep
+) -> ItemRead:
+    """Change the fields given; ``tag_ids`` replaces the item's tags."""
+    item = await _item_or_404(session, item_id)
+    if body.tag_ids is not None:
+        item.tags = await _tags_by_id(session, body.tag_ids)
+    item.sqlmodel_update(body.model_dump(exclude_unset=True, exclude={"tag_ids"}))
+    await session.commit()
+    cache.invalidate("item", item_id)
+    return ItemRead.model_validate(item)
+
+
+@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@query_budget(1)
+async def delete_item(item_id: int, session: SessionDep, cache: CacheDep) -> None:
+    """Delete an item; its tag links go with it."""
+    result = await session.exec(delete(Item).where(col(Item.id) == item_id))
+    if result.rowcount == 0:
+        raise _not_found("item", item_id)
+    await session.commit()
+    cache.invalidate("item", item_id)
+
+
+@router.get("/owners/{owner_id}/items.csv", response_class=Response)
+@query_budget(2)
+async def export_owner_items(owner_id: int, session: SessionDep, offloader: OffloadDep) -> Response:
+    """Every item of an owner as CSV. The rows are fetched on the event loop and formatted
+    in a worker thread, so a large export does not stall other requests.
+    """
+    if await session.get(Owner, owner_id) is None:
+        raise _not_found("owner", owner_id)
+    rows = await session.exec(
+        select(Item.id, Item.name, Item.price_cents, Item.created_at)
+        .where(Item.owner_id == owner_id)
+        .order_by(col(Item.id))
+    )
+    body = await offloader.run(_items_csv, rows.all())
+    filename = f"owner-{owner_id}-items.csv"
+    return Response(
+        body,
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _items_with_relations() -> SelectOfScalar[Item]:
+    return select(Item).options(*_ITEM_RELATIONS)
+
+
+def _relation(attribute: object) -> QueryableAttribute[Any]:
+    # SQLModel types a relationship as its Python value; loader options take the class
+    # attribute it is at run time.
+    assert isinstance(attribute, QueryableAttribute)
+    return attribute
+
+
+# The owner comes in the same query (many-to-one: a join adds no rows); tags come in one
+# more query for the whole page, since joining them would repeat each item once per tag.
+_ITEM_RELATIONS = (joinedload(_relation(Item.owner)), selectinload(_relation(Item.tags)))
+
+# Reads select only the columns their responses return, as rows rather than ORM objects:
+# nothing to hydrate, track or expire. They use SQLAlchemy's select (sa.select), which
+# types any number of columns. The statements are built once, here.
+_OWNER_ROWS = sa.select(col(Owner.id), col(Owner.name))
+_TAG_ROWS = sa.select(col(Tag.id), col(Tag.name))
+_ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
+    col(Item.id),
+    col(Item.name),
+    col(Item.description),
+    col(Item.price_cents),
+    col(Item.created_at),
+    col(Owner.id).label("owner_id"),
+    col(Owner.name).label("owner_name"),
+).join(Owner)
+# Ordered as the link table's primary key (item_id, tag_id), so the index gives the order.
+_TAGS_OF_ITEMS: Select[*tuple[Any, ...]] = (
+    sa.select(col(ItemTagLink.item_id), col(Tag.id), col(Tag.name))
+    .join(Tag)
+    .order_by(col(ItemTagLink.item_id), col(ItemTagLink.tag_id))
+)
+
+
+async def _item_or_404(session: AsyncSession, item_id: int) -> Item:
+    item = (await session.exec(_items_with_relations().where(Item.id == item_id))).first()
+    if item is None:
+        raise _not_found("item", item_id)
+    return item
+
+
+async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
+    # A connection of its own: the load may outlive the request that started it.
+    async with reads.connect() as connection:
+        rows = (await connection.execute(_ITEM_ROWS.where(col(Item.id) == item_id))).all()
+        items = await _item_reads(connection, rows)
+    return to_json(items[0]) if items else None
+
+
+async def _item_reads(
+    connection: AsyncConnection, rows: Sequence[Row[*tuple[Any, ...]]]
+) -> list[dict[str, Any]]:
+    # The ItemRead shape, built as plain data: the rows are already what the database's
+    # constraints allow, so model instances and validation would only cost time.
+    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    if tags:
+        links = await connection.execute(_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id).in_(tags)))
+        for item_id, tag_id, tag_name in links:
+            tags[item_id].append({"id": tag_id, "name": tag_name})
+    return [
+        {
+            "id": row.id,
+            "name": row.name,
+            "description": row.description,
+            "price_cents": row.price_cents,
+            "created_at": row.created_at,
+            "owner": {"id": row.owner_id, "name": row.owner_name},
+            "tags": tags[row.id],
+        }
+        for row in rows
+    ]
+
+
+def _items_csv(rows: Sequence[tuple[int | None, str, int, datetime]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "name", "price_cents", "created_at"])
+    writer.writerows((id_, name, price, created.isoformat()) for id_, name, price, created in rows)
+    return buffer.getvalue()
+
+
+async def _tags_by_id(session: AsyncSession, tag_ids: Sequence[int]) -> list[Tag]:
+    if not tag_ids:
+        return []
+    wanted = set(tag_ids)
+    tags = list(await session.exec(select(Tag).where(col(Tag.id).in_(wanted))))
+    missing = wanted - {tag.id for tag in tags}
+    if missing:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"no tags have ids {sorted(missing)}"
+        )
+    return tags
+
+
+def _not_found(kind: str, key: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} has id {key}")
+
+
+# --- App --------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; ``settings`` defaults to those read from the environment."""
+    settings = settings or Settings.from_env()
+    guard = ConcurrencyLimit(
+        settings.guard_max_in_flight, settings.guard_max_waiting, settings.guard_wait_timeout
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        if settings.create_tables:
+            async with engine.begin() as connection:
+                await connection.run_sync(SQLModel.metadata.create_all)
+        app.state.engine = engine
+        app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Created here, not at import: they belong to the event loop that serves the app.
+        app.state.cache = AsyncTTLCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+        app.state.offloader = Offloader(
+            settings.offload_threads, settings.offload_max_waiting, settings.offload_wait_timeout
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="My Service", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.guard = guard
+    # No capacity answers the same 503 whichever part ran out: the guard's line, the
+    # offload pool's line, or the wait for a database connection.
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(PoolTimeoutError, _overloaded)
+    app.add_middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000)
+    if settings.guard_enabled:
+        # Added last, so it runs first: before routing, body parsing and the session.
+        app.add_middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS)
+    app.include_router(router)
+    return app
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    return overloaded_response()
+
+
+app = create_app()

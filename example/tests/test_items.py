@@ -1,0 +1,369 @@
+"""The example domain: owners, tags and items.
+
+The exact queries of each route, the cached item reads, and the CSV export.
+"""
+
+import asyncio
+import csv
+import io
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+from sqlalchemy import func
+from sqlmodel import select
+
+from my_service import (
+    MAX_PAGE_SIZE,
+    Item,
+    ItemPage,
+    ItemRead,
+    ItemTagLink,
+    Offloader,
+    OwnerRead,
+    TagRead,
+    expect_queries,
+)
+
+
+async def create_owner(client: httpx.AsyncClient, name: str = "Ada") -> dict[str, Any]:
+    response = await client.post("/owners", json={"name": name})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def create_tag(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    response = await client.post("/tags", json={"name": name})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def create_item(
+    client: httpx.AsyncClient, owner_id: int, tag_ids: list[int], name: str = "Lamp"
+) -> dict[str, Any]:
+    body = {"name": name, "price_cents": 1999, "owner_id": owner_id, "tag_ids": tag_ids}
+    response = await client.post("/items", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_create_owner_runs_one_insert(client: httpx.AsyncClient) -> None:
+    with expect_queries(1):
+        response = await client.post("/owners", json={"name": "Ada"})
+    assert response.status_code == 201
+    assert response.json() == {"id": 1, "name": "Ada"}
+
+
+async def test_duplicate_owner_name_is_a_409_and_inserts_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    await create_owner(client, "Ada")
+    response = await client.post("/owners", json={"name": "Ada"})
+    assert response.status_code == 409
+    assert response.json() == {"detail": "an owner named 'Ada' already exists"}
+    assert len((await client.get("/owners")).json()) == 1
+
+
+async def test_list_owners_pages_by_id_in_one_query(client: httpx.AsyncClient) -> None:
+    for name in ("Ada", "Grace", "Edsger"):
+        await create_owner(client, name)
+    with expect_queries(1):
+        first = (await client.get("/owners", params={"limit": 2})).json()
+    TypeAdapter(list[OwnerRead]).validate_python(first)
+    second = (await client.get("/owners", params={"after": first[-1]["id"]})).json()
+    assert [owner["name"] for owner in first + second] == ["Ada", "Grace", "Edsger"]
+
+
+async def test_create_tag_and_list_tags_by_name(client: httpx.AsyncClient) -> None:
+    with expect_queries(1):
+        await create_tag(client, "red")
+    await create_tag(client, "blue")
+    with expect_queries(1):
+        response = await client.get("/tags")
+    TypeAdapter(list[TagRead]).validate_python(response.json())
+    assert [tag["name"] for tag in response.json()] == ["blue", "red"]
+
+
+async def test_duplicate_tag_name_is_a_409(client: httpx.AsyncClient) -> None:
+    await create_tag(client, "red")
+    response = await client.post("/tags", json={"name": "red"})
+    assert response.status_code == 409
+    assert response.json() == {"detail": "a tag named 'red' already exists"}
+
+
+async def test_create_item_runs_four_queries_and_returns_owner_and_tags(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await create_owner(client)
+    tags = [await create_tag(client, name) for name in ("red", "blue")]
+    body = {"name": "Lamp", "price_cents": 1999, "owner_id": owner["id"], "tag_ids": [1, 2]}
+    with expect_queries(4):
+        response = await client.post("/items", json=body)
+    assert response.status_code == 201, response.text
+    item = response.json()
+    assert item["owner"] == owner
+    assert sorted(item["tags"], key=lambda tag: tag["id"]) == tags
+
+
+async def test_create_item_for_unknown_owner_is_a_422_and_inserts_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"name": "Lamp", "price_cents": 1, "owner_id": 99, "tag_ids": []}
+    response = await client.post("/items", json=body)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "no owner has id 99"}
+    assert (await client.get("/items")).json()["items"] == []
+
+
+async def test_create_item_with_unknown_tags_is_a_422_and_inserts_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await create_owner(client)
+    await create_tag(client, "red")
+    body = {"name": "Lamp", "price_cents": 1, "owner_id": owner["id"], "tag_ids": [1, 7, 8]}
+    response = await client.post("/items", json=body)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "no tags have ids [7, 8]"}
+    assert (await client.get("/items")).json()["items"] == []
+
+
+async def test_invalid_item_body_is_a_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/items", json={"name": "", "price_cents": -1, "owner_id": 1})
+    assert response.status_code == 422
+    fields = {error["loc"][-1] for error in response.json()["detail"]}
+    assert fields == {"name", "price_cents"}
+
+
+async def test_get_item_runs_two_queries_with_owner_and_tags(client: httpx.AsyncClient) -> None:
+    owner = await create_owner(client)
+    tag = await create_tag(client, "red")
+    created = await create_item(client, owner["id"], [tag["id"]])
+    with expect_queries(2):
+        response = await client.get(f"/items/{created['id']}")
+    assert response.status_code == 200
+    assert response.json() == created
+    ItemRead.model_validate(response.json())  # the shape the OpenAPI schema promises
+
+
+async def test_get_missing_item_is_a_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/items/404")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no item has id 404"}
+
+
+@pytest.mark.parametrize("rows", [1, MAX_PAGE_SIZE // 2])
+async def test_list_items_runs_two_queries_whatever_the_page_size(
+    client: httpx.AsyncClient, rows: int
+) -> None:
+    owner = await create_owner(client)
+    tags = [await create_tag(client, name) for name in ("red", "blue", "green")]
+    for number in range(rows):
+        await create_item(client, owner["id"], [tag["id"] for tag in tags[: number % 4]])
+    with expect_queries(2):
+        response = await client.get("/items", params={"limit": MAX_PAGE_SIZE})
+    page = response.json()
+    ItemPage.model_validate(page)  # the shape the OpenAPI schema promises
+    assert len(page["items"]) == rows
+    assert all(item["owner"] == owner for item in page["items"])
+
+
+async def test_list_items_pages_in_id_order_and_filters_by_owner(
+    client: httpx.AsyncClient,
+) -> None:
+    ada, grace = await create_owner(client, "Ada"), await create_owner(client, "Grace")
+    for number in range(5):
+        await create_item(client, (ada, grace)[number % 2]["id"], [], name=f"item {number}")
+    first = (await client.get("/items", params={"owner_id": ada["id"], "limit": 2})).json()
+    assert [item["name"] for item in first["items"]] == ["item 0", "item 2"]
+    params = {"owner_id": ada["id"], "limit": 2, "after": first["next_after"]}
+    second = (await client.get("/items", params=params)).json()
+    assert [item["name"] for item in second["items"]] == ["item 4"]
+    assert second["next_after"] is None
+
+
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+async def test_list_items_refuses_a_page_size_out_of_bounds(
+    client: httpx.AsyncClient, limit: int
+) -> None:
+    response = await client.get("/items", params={"limit": limit})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_update_item_changes_given_fields_and_replaces_tags(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await create_owner(client)
+    red, blue = await create_tag(client, "red"), await create_tag(client, "blue")
+    created = await create_item(client, owner["id"], [red["id"]])
+    # Load with relations, load the new tags, update the row, unlink the old tag, link the new.
+    with expect_queries(6):
+        response = await client.patch(
+            f"/items/{created['id']}", json={"price_cents": 5, "tag_ids": [blue["id"]]}
+        )
+    assert response.status_code == 200, response.text
+    updated = response.json()
+    assert (updated["name"], updated["price_cents"], updated["tags"]) == ("Lamp", 5, [blue])
+    assert (await client.get(f"/items/{created['id']}")).json() == updated
+
+
+async def test_update_without_tags_runs_three_queries(client: httpx.AsyncClient) -> None:
+    owner = await create_owner(client)
+    created = await create_item(client, owner["id"], [])
+    with expect_queries(3):
+        response = await client.patch(f"/items/{created['id']}", json={"name": "Desk"})
+    assert response.json() == {**created, "name": "Desk"}
+
+
+async def test_update_with_unknown_tag_changes_nothing(client: httpx.AsyncClient) -> None:
+    owner = await create_owner(client)
+    created = await create_item(client, owner["id"], [])
+    response = await client.patch(f"/items/{created['id']}", json={"name": "X", "tag_ids": [9]})
+    assert response.status_code == 422
+    assert (await client.get(f"/items/{created['id']}")).json() == created
+
+
+async def test_update_missing_item_is_a_404(client: httpx.AsyncClient) -> None:
+    response = await client.patch("/items/404", json={"name": "X"})
+    assert response.status_code == 404
+
+
+async def test_delete_item_runs_one_query_and_removes_its_tag_links(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    owner = await create_owner(client)
+    tag = await create_tag(client, "red")
+    created = await create_item(client, owner["id"], [tag["id"]])
+    with expect_queries(1):
+        response = await client.delete(f"/items/{created['id']}")
+    assert response.status_code == 204
+    assert (await client.get(f"/items/{created['id']}")).status_code == 404
+    async with app.state.sessions() as session:
+        links = await session.exec(select(func.count()).select_from(ItemTagLink))
+        assert links.one() == 0
+        assert (await session.exec(select(func.count()).select_from(Item))).one() == 0
+
+
+async def test_delete_missing_item_is_a_404(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/items/404")
+    assert response.status_code == 404
+
+
+# Caching of GET /items/{item_id}
+
+
+async def create_tagged_item(client: httpx.AsyncClient) -> dict[str, object]:
+    owner = (await client.post("/owners", json={"name": "Ada"})).json()
+    tag = (await client.post("/tags", json={"name": "red"})).json()
+    body = {"name": "Lamp", "price_cents": 100, "owner_id": owner["id"], "tag_ids": [tag["id"]]}
+    created: dict[str, object] = (await client.post("/items", json=body)).json()
+    return created
+
+
+async def test_get_item_costs_two_queries_cold_and_none_warm(client: httpx.AsyncClient) -> None:
+    item = await create_tagged_item(client)
+    with expect_queries(2):
+        cold = await client.get(f"/items/{item['id']}")
+    with expect_queries(0):
+        warm = await client.get(f"/items/{item['id']}")
+    assert cold.json() == warm.json() == item
+    assert 'cache;desc="miss"' in cold.headers["server-timing"]
+    assert 'cache;desc="hit"' in warm.headers["server-timing"]
+
+
+@pytest.mark.parametrize("change", [{"name": "Desk"}, {"price_cents": 5}, {"tag_ids": []}], ids=str)
+async def test_get_after_an_update_never_returns_the_old_value(
+    client: httpx.AsyncClient, change: dict[str, object]
+) -> None:
+    item = await create_tagged_item(client)
+    await client.get(f"/items/{item['id']}")  # cached
+    updated = (await client.patch(f"/items/{item['id']}", json=change)).json()
+    assert (await client.get(f"/items/{item['id']}")).json() == updated != item
+
+
+async def test_get_after_a_delete_is_a_404(client: httpx.AsyncClient) -> None:
+    item = await create_tagged_item(client)
+    await client.get(f"/items/{item['id']}")
+    await client.delete(f"/items/{item['id']}")
+    assert (await client.get(f"/items/{item['id']}")).status_code == 404
+
+
+async def test_a_missing_item_is_looked_up_once_then_served_from_the_cache(
+    client: httpx.AsyncClient,
+) -> None:
+    with expect_queries(1):
+        assert (await client.get("/items/1")).status_code == 404
+    with expect_queries(0):
+        assert (await client.get("/items/1")).status_code == 404
+    created = await create_tagged_item(client)  # takes id 1: its cached "not found" must go
+    assert (await client.get("/items/1")).json() == created
+
+
+async def test_metrics_report_the_cache_counters(client: httpx.AsyncClient) -> None:
+    item = await create_tagged_item(client)
+    for _ in range(3):
+        await client.get(f"/items/{item['id']}")
+    with expect_queries(0):
+        cache = (await client.get("/metrics")).json()["cache"]
+    assert cache == {
+        "hits": 2,
+        "misses": 1,
+        "loads": 1,
+        "coalesced": 0,
+        "load_errors": 0,
+        "size": 1,
+    }
+
+
+# The CSV export, formatted in a worker thread
+
+
+async def test_export_runs_two_queries_and_formats_the_csv_in_a_thread(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = (await client.post("/owners", json={"name": "Ada"})).json()
+    for name in ("Lamp", "Desk, oak"):
+        body = {"name": name, "price_cents": 100, "owner_id": owner["id"]}
+        await client.post("/items", json=body)
+    with expect_queries(2):
+        response = await client.get(f"/owners/{owner['id']}/items.csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    header, *rows = csv.reader(io.StringIO(response.text))
+    assert header == ["id", "name", "price_cents", "created_at"]
+    assert [row[1] for row in rows] == ["Lamp", "Desk, oak"]
+    assert app.state.offloader.stats.completed == 1
+    assert "offload;dur=" in response.headers["server-timing"]
+
+
+async def test_export_of_a_missing_owner_is_a_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/owners/404/items.csv")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no owner has id 404"}
+
+
+async def test_an_overloaded_offload_pool_answers_503_with_retry_after(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    offloader = app.state.offloader = Offloader(threads=1, max_waiting=0, wait_timeout=1)
+    entered, release = threading.Event(), threading.Event()
+
+    def occupy_the_only_thread() -> None:
+        entered.set()
+        release.wait(timeout=30)
+
+    busy = asyncio.create_task(offloader.run(occupy_the_only_thread))
+    await asyncio.to_thread(entered.wait, 30)
+    owner = (await client.post("/owners", json={"name": "Ada"})).json()
+    response = await client.get(f"/owners/{owner['id']}/items.csv")
+    release.set()
+    await busy
+    assert response.status_code == 503
+    assert response.headers["retry-after"] in {"1", "2", "3"}
+    assert "overloaded" in response.json()["detail"]

@@ -1,0 +1,119 @@
+"""Every route has a query budget and a test; the counter reports what it caught."""
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, APIRouter
+from starlette.routing import BaseRoute
+
+from conftest import DATABASE_URL, EXERCISED_ROUTES
+from my_service import (
+    QueryCountError,
+    SessionDep,
+    Settings,
+    budget_of,
+    create_app,
+    expect_queries,
+    query_budget,
+)
+
+
+def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every API route, including those of included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # Recent FastAPI versions keep an included router whole instead of copying its routes.
+        elif isinstance(included := getattr(route, "original_router", None), APIRouter):
+            yield from api_routes(included.routes)
+
+
+ROUTES = list(api_routes(create_app().routes))
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.path}")
+def test_every_route_declares_a_query_budget(route: APIRoute) -> None:
+    assert budget_of(route.endpoint) is not None, (
+        f"{route.path} has no query budget: decorate {route.endpoint.__name__} with "
+        "@query_budget(n) and test its exact query count"
+    )
+
+
+@pytest.mark.route_coverage
+def test_every_route_was_called_by_a_test() -> None:
+    routes = {(method, route.path) for route in ROUTES for method in route.methods or ()}
+    missing = sorted(routes - EXERCISED_ROUTES)
+    assert not missing, (
+        f"no test called {missing}; add a test that calls each and checks its query count "
+        "(this check needs the whole suite: it runs last and sees what the others called)"
+    )
+
+
+async def test_health_answers_without_touching_the_database(client: httpx.AsyncClient) -> None:
+    with expect_queries(0):
+        response = await client.get("/health")
+    assert response.json() == {"status": "ok"}
+
+
+async def test_responses_carry_their_query_count_in_server_timing(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/health")
+    assert response.headers["server-timing"] == 'db;dur=0.00;desc="0 queries"'
+
+
+async def test_a_failed_count_shows_the_statements_and_where_they_came_from(
+    app: FastAPI,
+) -> None:
+    async def select_one_three_times() -> None:
+        async with app.state.engine.connect() as connection:
+            for _ in range(3):
+                await connection.exec_driver_sql("SELECT 1")
+
+    with pytest.raises(QueryCountError) as caught, expect_queries(1):
+        await select_one_three_times()
+    report = str(caught.value)
+    assert report.startswith("expected 1 queries, 3 were sent:")
+    assert "  1. SELECT 1\n" in report
+    assert "in select_one_three_times" in report
+    assert "repeated: 3 x SELECT 1" in report
+
+
+async def test_a_request_over_its_budget_is_logged_with_its_statements(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    @query_budget(1)
+    async def greedy(session: SessionDep) -> None:
+        connection = await session.connection()
+        for _ in range(2):
+            await connection.exec_driver_sql("SELECT 1")
+
+    app.get("/greedy")(greedy)
+    transport = httpx.ASGITransport(app=app)  # not the test client: it would fail the request
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+        response = await raw_client.get("/greedy")
+    assert response.headers["server-timing"].endswith('desc="2 queries"')
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("GET /greedy sent 2 queries, over its budget of 1:")
+    assert "repeated: 2 x SELECT 1" in warnings[0]
+
+
+async def test_a_request_slower_than_the_threshold_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(Settings(database_url=DATABASE_URL, slow_request_ms=0))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        with caplog.at_level(logging.WARNING):
+            await client.get("/health")
+    assert any(
+        record.getMessage().startswith("slow request: GET /health took")
+        for record in caplog.records
+    )

@@ -1,0 +1,44 @@
+"""Settings come from the environment and refuse values the service cannot run with."""
+
+from pathlib import Path
+
+import pytest
+
+from my_service import Settings, SettingsError
+
+
+def test_settings_are_read_from_upper_case_variables() -> None:
+    settings = Settings.from_env({"DATABASE_POOL_SIZE": "20", "DATABASE_ECHO": "true"})
+    assert (settings.database_pool_size, settings.database_echo) == (20, True)
+
+
+def test_unset_variables_keep_their_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_a_plain_postgres_url_gets_the_async_driver() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgres://app@db:5432/app"})
+    assert settings.database_url == "postgresql+asyncpg://app@db:5432/app"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE='0': Input should be greater than or"),
+        ("DATABASE_ECHO", "maybe", "DATABASE_ECHO='maybe': Input should be a valid boolean"),
+        ("DATABASE_URL", "mysql://db/app", "want sqlite+aiosqlite:///path/to/file.db"),
+    ],
+)
+def test_an_invalid_value_is_refused_naming_the_variable(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match="invalid settings") as caught:
+        Settings.from_env({variable: value})
+    assert message in str(caught.value)
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    lines = (Path(__file__).parent.parent / ".env.example").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert set(example) == {name.upper() for name in Settings.model_fields}
+    assert Settings.from_env(example) == Settings()
