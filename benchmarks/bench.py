@@ -63,11 +63,11 @@ CLIENT_TIMEOUT = 5.0
 NPLUS1_PATCHES = [
     (
         "    if tags:\n"
-        "        links = await connection.execute("
-        "_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id).in_(tags)))\n",
+        '        postgresql = connection.dialect.name == "postgresql"\n'
+        "        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN\n"
+        '        links = await connection.execute(statement, {"item_ids": list(tags)})\n',
         "    for one_item in list(tags):\n"
-        "        links = await connection.execute("
-        "_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id) == one_item))\n",
+        '        links = await connection.execute(_TAGS_OF_ITEMS_ANY, {"item_ids": [one_item]})\n',
     ),
 ]
 

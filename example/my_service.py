@@ -48,7 +48,18 @@ from cachetools import TLRUCache
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import to_json
-from sqlalchemy import DateTime, Dialect, Index, Row, Select, TypeDecorator, delete, event
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    Row,
+    Select,
+    TypeDecorator,
+    delete,
+    event,
+)
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExecutionContext
 from sqlalchemy.exc import IntegrityError
@@ -149,7 +160,7 @@ class Settings(BaseModel):
     guard_enabled: bool = True
     guard_max_in_flight: int = Field(default=10, ge=1)
     guard_max_waiting: int = Field(default=5, ge=0)
-    guard_wait_timeout: float = Field(default=1.0, gt=0)
+    guard_wait_timeout: float = Field(default=0.1, gt=0)
     slow_request_ms: float = Field(default=500.0, ge=0)
 
     @field_validator("database_url")
@@ -505,13 +516,16 @@ class Overloaded(Exception):
 
 _OVERLOADED_BODY = b'{"detail":"the service is overloaded; retry after the delay in Retry-After"}'
 # Rejected clients are told to come back after 1, 2 or 3 seconds, at random, so that they do
-# not all return at the same instant and overload the service again.
+# not all return at the same instant and overload the service again. The connection is
+# closed: a client that retries at once, ignoring Retry-After, pays for a new connection
+# each time instead of turning the service's event loop into a rejection loop.
 _OVERLOADED_HEADERS = [
     [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(_OVERLOADED_BODY)).encode()),
         (b"retry-after", str(seconds).encode()),
         (b"cache-control", b"no-store"),
+        (b"connection", b"close"),
     ]
     for seconds in (1, 2, 3)
 ]
@@ -818,14 +832,20 @@ class ConcurrencyLimit:
             return True
         return False
 
+    def line_is_full(self) -> bool:
+        """True, and counted as a refusal, when no one more may wait."""
+        if len(self._line) < self.max_waiting:
+            return False
+        self.stats.rejected_full += 1
+        return True
+
     async def acquire(self) -> bool:
         """Wait for a place; True when admitted, False when refused."""
         if self.try_acquire():
             return True
-        stats = self.stats
-        if len(self._line) >= self.max_waiting:
-            stats.rejected_full += 1
+        if self.line_is_full():
             return False
+        stats = self.stats
         loop = asyncio.get_running_loop()
         place: asyncio.Future[bool] = loop.create_future()
         self._line.append(place)
@@ -890,6 +910,10 @@ class OverloadGuard:
             await self.app(scope, receive, send)
             return
         if not self.limit.try_acquire():
+            # A full line refuses at once: no task, no timer, nothing read.
+            if self.limit.line_is_full():
+                await send_overloaded(send)
+                return
             started = time.perf_counter()
             admitted, receive = await _wait_in_line(self.limit, receive)
             scope["queue_wait"] = time.perf_counter() - started
@@ -1117,6 +1141,49 @@ async def metrics(request: Request, cache: CacheDep, offloader: OffloadDep) -> d
     }
 
 
+# The read routes' statements, built once. Reads select only the columns their responses
+# return, as rows rather than ORM objects: nothing to hydrate, track or expire. They use
+# SQLAlchemy's select (sa.select), which types any number of columns.
+_ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
+    col(Item.id),
+    col(Item.name),
+    col(Item.description),
+    col(Item.price_cents),
+    col(Item.created_at),
+    col(Owner.id).label("owner_id"),
+    col(Owner.name).label("owner_name"),
+).join(Owner)
+_ITEM_BY_ID = _ITEM_ROWS.where(col(Item.id) == sa.bindparam("item_id"))
+_ITEMS_PAGE = (
+    _ITEM_ROWS.where(col(Item.id) > sa.bindparam("after"))
+    .order_by(col(Item.id))
+    .limit(sa.bindparam("limit"))
+)
+_ITEMS_PAGE_OF_OWNER = _ITEMS_PAGE.where(col(Item.owner_id) == sa.bindparam("owner_id"))
+# The tags of a page of items, ordered as the link table's primary key (item_id, tag_id) so
+# that its index gives the order. PostgreSQL takes the ids as one array, = ANY($1): one
+# statement text for every page size, with nothing to expand per request; SQLite has no
+# arrays and takes an IN list.
+_TAGS_OF_ITEMS: Select[*tuple[Any, ...]] = (
+    sa.select(col(ItemTagLink.item_id), col(Tag.id), col(Tag.name))
+    .join(Tag)
+    .order_by(col(ItemTagLink.item_id), col(ItemTagLink.tag_id))
+)
+_TAGS_OF_ITEMS_IN = _TAGS_OF_ITEMS.where(
+    col(ItemTagLink.item_id).in_(sa.bindparam("item_ids", expanding=True))
+)
+_TAGS_OF_ITEMS_ANY = _TAGS_OF_ITEMS.where(
+    col(ItemTagLink.item_id) == sa.any_(sa.bindparam("item_ids", type_=ARRAY(Integer)))
+)
+_OWNERS_PAGE = (
+    sa.select(col(Owner.id), col(Owner.name))
+    .where(col(Owner.id) > sa.bindparam("after"))
+    .order_by(col(Owner.id))
+    .limit(sa.bindparam("limit"))
+)
+_TAGS_BY_NAME = sa.select(col(Tag.id), col(Tag.name)).order_by(col(Tag.name))
+
+
 @router.post("/owners", status_code=status.HTTP_201_CREATED)
 @query_budget(1)
 async def create_owner(body: OwnerCreate, session: SessionDep) -> OwnerRead:
@@ -1140,9 +1207,8 @@ async def list_owners(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
     """List owners by id, a page at a time."""
-    query = _OWNER_ROWS.where(col(Owner.id) > after).order_by(col(Owner.id)).limit(limit)
     async with reads.connect() as connection:
-        rows = (await connection.execute(query)).all()
+        rows = await connection.execute(_OWNERS_PAGE, {"after": after, "limit": limit})
     return json_response([row._asdict() for row in rows])
 
 
@@ -1166,7 +1232,7 @@ async def create_tag(body: TagCreate, session: SessionDep) -> TagRead:
 async def list_tags(reads: ReadsDep) -> Response:
     """List every tag by name."""
     async with reads.connect() as connection:
-        rows = (await connection.execute(_TAG_ROWS.order_by(col(Tag.name)))).all()
+        rows = await connection.execute(_TAGS_BY_NAME)
     return json_response([row._asdict() for row in rows])
 
 
@@ -1218,13 +1284,12 @@ async def list_items(
     Two queries whatever the page size: the items joined to their owners, then the tags
     of all of them at once.
     """
-    query = _ITEM_ROWS.where(col(Item.id) > after)
-    if owner_id is not None:
-        query = query.where(col(Item.owner_id) == owner_id)
+    page = {"after": after, "limit": limit, "owner_id": owner_id}
+    query = _ITEMS_PAGE if owner_id is None else _ITEMS_PAGE_OF_OWNER
     async with reads.connect() as connection:
-        rows = (await connection.execute(query.order_by(col(Item.id)).limit(limit))).all()
+        rows = (await connection.execute(query, page)).all()
         items = await _item_reads(connection, rows)
-    next_after = rows[-1].id if len(rows) == limit else None
+    next_after = items[-1]["id"] if len(items) == limit else None
     return json_response({"items": items, "next_after": next_after})
 
 
@@ -1291,27 +1356,6 @@ def _relation(attribute: object) -> QueryableAttribute[Any]:
 # more query for the whole page, since joining them would repeat each item once per tag.
 _ITEM_RELATIONS = (joinedload(_relation(Item.owner)), selectinload(_relation(Item.tags)))
 
-# Reads select only the columns their responses return, as rows rather than ORM objects:
-# nothing to hydrate, track or expire. They use SQLAlchemy's select (sa.select), which
-# types any number of columns. The statements are built once, here.
-_OWNER_ROWS = sa.select(col(Owner.id), col(Owner.name))
-_TAG_ROWS = sa.select(col(Tag.id), col(Tag.name))
-_ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
-    col(Item.id),
-    col(Item.name),
-    col(Item.description),
-    col(Item.price_cents),
-    col(Item.created_at),
-    col(Owner.id).label("owner_id"),
-    col(Owner.name).label("owner_name"),
-).join(Owner)
-# Ordered as the link table's primary key (item_id, tag_id), so the index gives the order.
-_TAGS_OF_ITEMS: Select[*tuple[Any, ...]] = (
-    sa.select(col(ItemTagLink.item_id), col(Tag.id), col(Tag.name))
-    .join(Tag)
-    .order_by(col(ItemTagLink.item_id), col(ItemTagLink.tag_id))
-)
-
 
 async def _item_or_404(session: AsyncSession, item_id: int) -> Item:
     item = (await session.exec(_items_with_relations().where(Item.id == item_id))).first()
@@ -1323,7 +1367,7 @@ async def _item_or_404(session: AsyncSession, item_id: int) -> Item:
 async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
     # A connection of its own: the load may outlive the request that started it.
     async with reads.connect() as connection:
-        rows = (await connection.execute(_ITEM_ROWS.where(col(Item.id) == item_id))).all()
+        rows = (await connection.execute(_ITEM_BY_ID, {"item_id": item_id})).all()
         items = await _item_reads(connection, rows)
     return to_json(items[0]) if items else None
 
@@ -1333,22 +1377,24 @@ async def _item_reads(
 ) -> list[dict[str, Any]]:
     # The ItemRead shape, built as plain data: the rows are already what the database's
     # constraints allow, so model instances and validation would only cost time.
-    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    tags: dict[int, list[dict[str, Any]]] = {row[0]: [] for row in rows}
     if tags:
-        links = await connection.execute(_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id).in_(tags)))
+        postgresql = connection.dialect.name == "postgresql"
+        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN
+        links = await connection.execute(statement, {"item_ids": list(tags)})
         for item_id, tag_id, tag_name in links:
             tags[item_id].append({"id": tag_id, "name": tag_name})
     return [
         {
-            "id": row.id,
-            "name": row.name,
-            "description": row.description,
-            "price_cents": row.price_cents,
-            "created_at": row.created_at,
-            "owner": {"id": row.owner_id, "name": row.owner_name},
-            "tags": tags[row.id],
+            "id": item_id,
+            "name": name,
+            "description": description,
+            "price_cents": price_cents,
+            "created_at": created_at,
+            "owner": {"id": owner_id, "name": owner_name},
+            "tags": tags[item_id],
         }
-        for row in rows
+        for item_id, name, description, price_cents, created_at, owner_id, owner_name in rows
     ]
 
 

@@ -7,12 +7,14 @@ from conftest import render, run
 
 BATCHED_TAGS = """\
     if tags:
-        links = await connection.execute(_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id).in_(tags)))
+        postgresql = connection.dialect.name == "postgresql"
+        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN
+        links = await connection.execute(statement, {"item_ids": list(tags)})
 """
-# The N+1 as async code writes it: the same batched statement, sent once per item.
+# The N+1 as async code writes it: the same statement, sent once per item.
 TAGS_ROW_BY_ROW = """\
     for one_item in list(tags):
-        links = await connection.execute(_TAGS_OF_ITEMS.where(col(ItemTagLink.item_id) == one_item))
+        links = await connection.execute(_TAGS_OF_ITEMS_IN, {"item_ids": [one_item]})
 """
 EAGER = "_ITEM_RELATIONS = (joinedload(_relation(Item.owner)), selectinload(_relation(Item.tags)))"
 OWNER_ONLY = "_ITEM_RELATIONS = (joinedload(_relation(Item.owner)),)"
