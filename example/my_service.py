@@ -144,6 +144,7 @@ class Settings(BaseModel):
     """Every setting of the service; each field is read from the upper-cased variable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
     database_url: str = "sqlite+aiosqlite:///./my_service.db"
     database_pool_size: int = Field(default=10, ge=1)
     database_max_overflow: int = Field(default=0, ge=0)
