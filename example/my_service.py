@@ -1475,7 +1475,7 @@ _OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
 
 # Owner summaries, refreshed after the response. Writes only mark their owner; the app's
 # CoalescingRefresher recomputes the marked owners together, shortly after, in one statement
-# that reads their live items through the partial index and upserts the summary rows.
+# that reads their live items by owner and upserts their summary rows.
 _SUMMARY_ROWS: Select[*tuple[Any, ...]] = (
     sa.select(
         col(Owner.id),

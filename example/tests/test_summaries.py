@@ -4,6 +4,9 @@ import asyncio
 import logging
 import uuid
 import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,8 @@ from my_service import (
     expect_queries,
 )
 
+StartedApp = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+
 
 @pytest.fixture
 def summaries(app: FastAPI) -> CoalescingRefresher:
@@ -30,9 +35,33 @@ def summaries(app: FastAPI) -> CoalescingRefresher:
     return refresher
 
 
-async def write_burst(client: httpx.AsyncClient) -> dict[str, Any]:
+@pytest.fixture
+def started_app(tmp_path: Path) -> StartedApp:
+    """Run an app of the test's own, with its settings, until the block ends.
+
+    Where refreshes run alongside requests, the app needs a database with a connection
+    for each: in-memory SQLite has a single one, so these apps use a file instead.
+    """
+    url = DATABASE_URL
+    if url == "sqlite+aiosqlite://":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'summaries.db'}"
+
+    @asynccontextmanager
+    async def start(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+        app = create_app(Settings(database_url=url, **settings))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            yield app, client
+
+    return start
+
+
+async def write_burst(client: httpx.AsyncClient, owner_name: str = "Ada") -> dict[str, Any]:
     """An owner, five items (one archived), a change of price, a deletion: eight writes."""
-    owner = (await client.post("/owners", json={"name": "Ada"})).json()
+    owner = (await client.post("/owners", json={"name": owner_name})).json()
     ids = []
     for number in range(5):
         body = {
@@ -65,14 +94,14 @@ async def test_a_burst_of_writes_causes_one_refresh_after_the_responses(
     assert summary.refreshed_at is not None
 
 
-async def test_the_summary_is_fresh_once_the_delay_has_passed(
-    client: httpx.AsyncClient, summaries: CoalescingRefresher
-) -> None:
-    summaries.max_delay = 0.01
-    expected = await write_burst(client)
-    async with asyncio.timeout(10):
-        await summaries.settled()
-    summary = (await client.get(f"/owners/{expected['owner_id']}/summary")).json()
+async def test_the_summary_is_fresh_once_the_delay_has_passed(started_app: StartedApp) -> None:
+    async with started_app(summary_refresh_delay=0.01) as (app, client):
+        # The database may hold earlier tests' owners.
+        expected = await write_burst(client, owner_name=f"owner {uuid.uuid4()}")
+        summaries: CoalescingRefresher = app.state.summaries
+        async with asyncio.timeout(10):
+            await summaries.settled()
+        summary = (await client.get(f"/owners/{expected['owner_id']}/summary")).json()
     assert {key: summary[key] for key in expected} == expected
     assert summaries.stats.failures == 0
 
@@ -110,16 +139,11 @@ async def test_a_failed_refresh_is_logged_counted_and_retried_with_the_next(
 
 
 async def test_shutdown_runs_the_pending_refresh_and_leaves_no_task(
-    caplog: pytest.LogCaptureFixture,
+    started_app: StartedApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(Settings(database_url=DATABASE_URL, summary_refresh_delay=3600))
-    transport = httpx.ASGITransport(app=app)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-        ):
+        async with started_app(summary_refresh_delay=3600) as (app, client):
             name = f"owner {uuid.uuid4()}"  # the database may hold earlier tests' owners
             owner = (await client.post("/owners", json={"name": name})).json()
             body = {"name": "Lamp", "price_cents": 100, "owner_id": owner["id"]}
