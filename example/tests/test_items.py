@@ -150,6 +150,31 @@ async def test_a_created_owner_or_tag_answers_the_body_its_get_answers(
     assert list(created.json()) == ["id", "name"]
 
 
+def test_the_openapi_schema_shows_one_page_shape_and_a_get_by_id_per_collection(
+    app: FastAPI,
+) -> None:
+    schema = app.openapi()
+    components = schema["components"]["schemas"]
+    collections = [
+        path
+        for path, operations in schema["paths"].items()
+        if "get" in operations and "{" not in path and path not in ("/health", "/metrics")
+    ]
+    assert sorted(collections) == ["/items", "/owners", "/tags"]
+    for path in collections:
+        operation = schema["paths"][path]["get"]
+        reference = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        page = components[reference["$ref"].rsplit("/", 1)[-1]]
+        assert list(page["properties"]) == ["items", "next_after"], path
+        parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+        assert parameters["limit"]["schema"]["maximum"] == MAX_PAGE_SIZE, path
+        assert "after" in parameters, path
+        by_id = path + "/{" + path[1:-1] + "_id}"
+        assert "get" in schema["paths"].get(by_id, {}), f"{path} has no GET {by_id}"
+    for name in ("ItemRead", "OwnerRead", "TagRead"):
+        assert next(iter(components[name]["properties"])) == "id", name
+
+
 async def test_create_tag_runs_one_insert(client: httpx.AsyncClient) -> None:
     with expect_queries(1):
         created = await create_tag(client, "red")
