@@ -24,6 +24,12 @@ class Calls:
             raise RuntimeError("the refresh failed")
 
 
+async def flushed(refresher: CoalescingRefresher) -> None:
+    """Flush the refresher, failing rather than hanging if its worker is broken."""
+    async with asyncio.timeout(10):
+        await refresher.flush()
+
+
 def refresher_tasks() -> list[asyncio.Task[object]]:
     return [task for task in asyncio.all_tasks() if task.get_name().startswith("refresh ")]
 
@@ -41,7 +47,7 @@ async def test_a_burst_of_marks_causes_one_refresh_of_every_key(calls: Calls) ->
         refresher.mark(key)
     assert len(asyncio.all_tasks()) == tasks  # marking starts nothing
     assert (refresher.stats.pending, calls.keys) == (3, [])
-    await refresher.flush()
+    await flushed(refresher)
     assert calls.keys == [frozenset({1, 2, 3})]
     assert (refresher.stats.marked, refresher.stats.refreshes) == (7, 1)
     assert (refresher.stats.refreshed_keys, refresher.stats.pending) == (3, 0)
@@ -65,14 +71,14 @@ async def test_a_failed_refresh_is_logged_counted_and_its_keys_go_with_the_next(
     refresher.start()
     calls.failures_left = 1
     refresher.mark(1)
-    await refresher.flush()
+    await flushed(refresher)
     assert (refresher.stats.failures, refresher.stats.refreshes) == (1, 0)
     assert refresher.stats.pending == 1
     [record] = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert record.getMessage() == "test: refreshing 1 keys failed; they wait for the next refresh"
     assert record.exc_info is not None
     refresher.mark(2)
-    await refresher.flush()
+    await flushed(refresher)
     assert calls.keys == [frozenset({1}), frozenset({1, 2})]
     assert (refresher.stats.failures, refresher.stats.refreshes) == (1, 1)
     await refresher.stop(grace=5)
@@ -106,7 +112,8 @@ async def test_stop_cancels_a_refresh_that_outlives_its_grace(
     refresher = CoalescingRefresher("test", refresh_forever, max_delay=0)
     refresher.start()
     refresher.mark(1)
-    await entered.wait()
+    async with asyncio.timeout(10):
+        await entered.wait()
     await refresher.stop(grace=0.01)
     assert cancelled.is_set()
     assert refresher.stats.abandoned == 1
