@@ -831,7 +831,7 @@ class CoalescingRefresher:
     mark of a burst, then refreshes every key marked meanwhile in one call: N writes, one
     refresh, and what it maintains is at most ``max_delay`` plus one refresh behind. A
     failed refresh is logged and counted; its keys go with the next one. ``stop`` runs what
-    is pending, for at most its timeout, then cancels the rest.
+    is pending, for at most its grace period, then cancels the rest.
 
     Per process and in memory: a mark not yet refreshed when the process dies is lost. Work
     that must survive a crash, or that needs more than one task, wants a real queue.
