@@ -1286,7 +1286,8 @@ class Item(ItemBase, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     # A partial index cannot serve the foreign key (deleting an owner reaches its archived
-    # items too), so owner_id leads an index over every row as well.
+    # items too), so owner_id leads an index over every row as well; it also serves the
+    # rarer list that includes archived items, which PostgreSQL then sorts by id.
     owner_id: int = Field(foreign_key="owner.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
     owner: Owner = Relationship(back_populates="items", sa_relationship_kwargs={"lazy": "raise"})
