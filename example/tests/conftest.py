@@ -83,6 +83,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("route_coverage") is not None)
 
 
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until ``condition`` holds; fail if it never does."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
     """The service's /metrics, parsed: each sample without labels, by name."""
     response = await client.get("/metrics")
@@ -93,12 +102,3 @@ async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
         for sample in family.samples
         if not sample.labels
     }
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Let the other tasks run until ``condition`` holds; fail if it never does."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
