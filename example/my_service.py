@@ -711,8 +711,9 @@ class KitCollector:
 
     def collect(self) -> Iterator[Metric]:
         """One metric per numeric field of every ``stats`` dataclass, with its value now."""
-        for name in list(self.state):
-            part = self.state[name]
+        # State keeps its attributes in _state; older Starlette versions offer no other way
+        # to list them.
+        for part in list(self.state._state.values()):
             stats = getattr(part, "stats", None)
             if stats is None or not is_dataclass(stats) or isinstance(stats, type):
                 continue
