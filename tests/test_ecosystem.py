@@ -90,6 +90,26 @@ def test_the_ci_workflow_runs_every_check_and_the_tests_on_both_databases(projec
         assert setup["with"]["python-version"] == answers["python_version"]
 
 
+def test_every_check_of_the_ci_workflow_passes_in_the_rendering(default_project: Path) -> None:
+    workflow = yaml.safe_load((default_project / ".github" / "workflows" / "ci.yml").read_text())
+    for step in workflow["jobs"]["checks"]["steps"]:
+        if "run" not in step or step["name"] == "Install":
+            continue
+        # The project's environment is this one, as after the workflow's install step.
+        result = subprocess.run(
+            step["run"],
+            shell=True,
+            cwd=default_project,
+            env={**os.environ, "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, (
+            f"{step['name']}: {step['run']}\n{result.stdout}{result.stderr}"
+        )
+
+
 def test_actionlint_finds_a_broken_workflow(default_project: Path, tmp_path: Path) -> None:
     broken = tmp_path / ".github" / "workflows" / "ci.yml"
     broken.parent.mkdir(parents=True)
