@@ -12,6 +12,7 @@ from prometheus_client.samples import Sample
 
 from my_service import (
     GAUGE,
+    ConcurrencyLimit,
     JsonLogFormatter,
     Settings,
     create_app,
@@ -48,6 +49,26 @@ async def test_metrics_are_the_prometheus_text_format_and_send_no_query(
     assert families["offload_threads"] == "gauge"
     assert families["offload_completed"] == "counter"
     assert families["http_request_duration_seconds"] == "histogram"
+
+
+async def test_metrics_answer_while_the_guard_has_no_place_left(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    guard: ConcurrencyLimit = app.state.guard
+    taken = [guard.try_acquire() for _ in range(guard.max_in_flight)]
+    try:
+        response = await client.get("/metrics")
+    finally:
+        for _ in taken:
+            guard.release()
+    assert response.status_code == 200
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples["guard_in_flight"] == guard.max_in_flight
+    assert all(taken)
 
 
 async def test_the_histogram_counts_requests_by_route_template_method_and_status(
