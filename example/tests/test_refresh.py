@@ -49,8 +49,8 @@ async def test_a_burst_of_marks_causes_one_refresh_of_every_key(calls: Calls) ->
     assert (refresher.stats.pending, calls.keys) == (3, [])
     await flushed(refresher)
     assert calls.keys == [frozenset({1, 2, 3})]
-    assert (refresher.stats.marked, refresher.stats.refreshes) == (7, 1)
-    assert (refresher.stats.refreshed_keys, refresher.stats.pending) == (3, 0)
+    assert (refresher.stats.marked, refresher.stats.runs) == (7, 1)
+    assert (refresher.stats.keys_refreshed, refresher.stats.pending) == (3, 0)
     await refresher.stop(grace=5)
 
 
@@ -72,7 +72,7 @@ async def test_a_failed_refresh_is_logged_counted_and_its_keys_go_with_the_next(
     calls.failures_left = 1
     refresher.mark(1)
     await flushed(refresher)
-    assert (refresher.stats.failures, refresher.stats.refreshes) == (1, 0)
+    assert (refresher.stats.failures, refresher.stats.runs) == (1, 0)
     assert refresher.stats.pending == 1
     [record] = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert record.getMessage() == "test: refreshing 1 keys failed; they wait for the next refresh"
@@ -80,7 +80,7 @@ async def test_a_failed_refresh_is_logged_counted_and_its_keys_go_with_the_next(
     refresher.mark(2)
     await flushed(refresher)
     assert calls.keys == [frozenset({1}), frozenset({1, 2})]
-    assert (refresher.stats.failures, refresher.stats.refreshes) == (1, 1)
+    assert (refresher.stats.failures, refresher.stats.runs) == (1, 1)
     await refresher.stop(grace=5)
 
 
@@ -92,7 +92,7 @@ async def test_stop_runs_the_pending_refresh_and_leaves_no_task(
     refresher.mark(1)
     await refresher.stop(grace=5)
     assert calls.keys == [frozenset({1})]
-    assert (refresher.stats.refreshes, refresher.stats.abandoned) == (1, 0)
+    assert (refresher.stats.runs, refresher.stats.abandoned) == (1, 0)
     assert refresher_tasks() == []
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from conftest import DATABASE_URL
+from conftest import DATABASE_URL, scrape
 from my_service import (
     CoalescingRefresher,
     OwnerSummaryRead,
@@ -88,11 +88,11 @@ async def test_a_burst_of_writes_causes_one_refresh_after_the_responses(
 ) -> None:
     expected = await write_burst(client)
     # Every response came back before any refresh ran: the writes did not wait for it.
-    assert (summaries.stats.marked, summaries.stats.refreshes) == (8, 0)
+    assert (summaries.stats.marked, summaries.stats.runs) == (8, 0)
     stale = (await client.get(f"/owners/{expected['owner_id']}/summary")).json()
     assert stale == {**expected, "item_count": 0, "total_price_cents": 0, "refreshed_at": None}
     await flushed(summaries)
-    assert (summaries.stats.refreshes, summaries.stats.refreshed_keys) == (1, 1)
+    assert (summaries.stats.runs, summaries.stats.keys_refreshed) == (1, 1)
     with expect_queries(1):
         response = await client.get(f"/owners/{expected['owner_id']}/summary")
     summary = OwnerSummaryRead.model_validate(response.json())
@@ -131,14 +131,15 @@ async def test_a_failed_refresh_is_logged_counted_and_retried_with_the_next(
     async with app.state.engine.begin() as connection:
         await connection.execute(text("DROP TABLE ownersummary"))
     await flushed(summaries)
-    metrics = (await client.get("/metrics")).json()["summaries"]
-    assert (metrics["failures"], metrics["refreshes"], metrics["pending"]) == (1, 0, 1)
+    metrics = await scrape(client)
+    failed = ("refresh_failures_total", "refresh_runs_total", "refresh_pending")
+    assert [metrics[name] for name in failed] == [1, 0, 1]
     assert "owner summaries: refreshing 1 keys failed" in caplog.text
     async with app.state.engine.begin() as connection:
         await connection.run_sync(SQLModel.metadata.create_all)
     grace = (await client.post("/owners", json={"name": "Grace"})).json()
     await flushed(summaries)
-    assert summaries.stats.refreshed_keys == 2  # Ada's, which had failed, and Grace's
+    assert summaries.stats.keys_refreshed == 2  # Ada's, which had failed, and Grace's
     for owner in (ada, grace):
         summary = (await client.get(f"/owners/{owner['id']}/summary")).json()
         assert summary["refreshed_at"] is not None
@@ -157,7 +158,7 @@ async def test_shutdown_runs_the_pending_refresh_and_leaves_no_task(
             summaries: CoalescingRefresher = app.state.summaries
             assert summaries.stats.pending == 1
     assert caught == []
-    assert (summaries.stats.refreshes, summaries.stats.pending) == (1, 0)
+    assert (summaries.stats.runs, summaries.stats.pending) == (1, 0)
     assert (summaries.stats.failures, summaries.stats.abandoned) == (0, 0)
     assert [task for task in asyncio.all_tasks() if task.get_name().startswith("refresh ")] == []
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
