@@ -24,7 +24,5 @@ def test_removing_the_body_deadline_fails_the_slow_upload_test(project: Path) ->
     module.write_text(source.replace(BODY_DEADLINE, NO_DEADLINE))
     result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_server.py"], project)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert (
-        "FAILED tests/test_server.py::test_slow_uploads_hold_no_place_and_are_cut_off_at_the_deadline"
-        in result.stdout
-    )
+    failed = "FAILED tests/test_server.py::test_slow_uploads_hold_no_place_and_are_cut_off_at_"
+    assert failed in result.stdout
