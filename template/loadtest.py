@@ -300,7 +300,9 @@ def report(reports: Sequence[ProcessReport], seconds: float) -> str:
     lines.append("latency of admitted (2xx) requests; a 503's latency is reported apart")
     busiest = max(process.cpu_seconds / process.wall_seconds for process in reports)
     late = sorted(delay for process in reports for delay in process.late_sends)
-    lines.append(f"client: {len(reports)} process(es), the busiest used {busiest:.0%} of a core")
+    lines.append(
+        f"client: {len(reports)} process(es), the busiest used {busiest * 100:.0f}% of a core"
+    )
     if busiest >= CLIENT_BUSY:
         lines.append(
             "WARNING: the client, not the service, was the bottleneck: its figures understate "
