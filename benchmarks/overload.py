@@ -349,10 +349,10 @@ def main() -> None:
         settings = settings_of(project, base)
         ceiling = int(settings["guard_max_in_flight"]) + int(settings["guard_max_waiting"])
         servers = [
-            Server("guard", 8111, project, f"{MODULE}:app", base),
-            Server("no guard", 8112, project, f"{MODULE}:app", {**base, "GUARD_ENABLED": "false"}),
+            Server("guard", 18411, project, f"{MODULE}:app", base),
+            Server("no guard", 18412, project, f"{MODULE}:app", {**base, "GUARD_ENABLED": "false"}),
             Server(
-                f"--limit-concurrency {ceiling}", 8113, project, f"{MODULE}:app",
+                f"--limit-concurrency {ceiling}", 18413, project, f"{MODULE}:app",
                 {**base, "GUARD_ENABLED": "false"}, ["--limit-concurrency", str(ceiling)],
             ),
         ]  # fmt: skip
@@ -361,7 +361,7 @@ def main() -> None:
         for number, variant in enumerate(args.variant):
             settings_changed = dict(pair.split("=", 1) for pair in variant.split(","))
             servers.append(
-                Server(f"guard, {variant}", 8114 + number, project, f"{MODULE}:app",
+                Server(f"guard, {variant}", 18414 + number, project, f"{MODULE}:app",
                        {**base, **settings_changed}),
             )  # fmt: skip
         results: dict[str, dict[str, Outcome]] = {}

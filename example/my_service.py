@@ -164,7 +164,7 @@ class Settings(BaseModel):
     guard_max_in_flight: int = Field(default=10, ge=1)
     guard_max_waiting: int = Field(default=20, ge=0)
     guard_wait_timeout: float = Field(default=0.1, gt=0)
-    guard_min_in_flight: int = Field(default=2, ge=1)
+    guard_min_in_flight: int = Field(default=5, ge=1)
     guard_standing_wait_timeout: float = Field(default=0.005, gt=0)
     guard_adaptive: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1)
@@ -837,9 +837,10 @@ class ConcurrencyLimit:
     feeds the limit.
 
     The limit adapts between ``min_in_flight`` and ``max_in_flight`` (the database pool) as
-    Netflix's Gradient2 does: over each window of ``window`` admitted requests it compares
-    their average latency with a baseline, and shrinks the limit when latency rises past
-    ``tolerance`` times the baseline, growing it by one per window while it does not.
+    Netflix's Gradient2 does: over each window of ``window`` (at least 10) admitted requests
+    it compares their average latency with a baseline, shrinks the limit when latency rises
+    past ``tolerance`` times the baseline, and grows it a little each window while it does
+    not. Averages, not minimums: a minimum latency would shed too much.
     The line follows "Fail at Scale": a request waits up to ``wait_timeout``, but once the
     line has not been empty for ``wait_timeout`` (a standing queue, not a burst) it waits at
     most ``standing_wait_timeout`` and the newest is served first, since it is the likeliest
@@ -867,13 +868,15 @@ class ConcurrencyLimit:
             raise ValueError(
                 f"want 1 <= min_in_flight <= max_in_flight, got {min_in_flight} and {max_in_flight}"
             )
+        if window < 10:
+            raise ValueError(f"want a window of at least 10 samples, got {window}")
         self.max_in_flight = max_in_flight
         self.min_in_flight = min_in_flight
         self.max_waiting = max_waiting
         self.wait_timeout = wait_timeout
         self.standing_wait_timeout = standing_wait_timeout
         self.adaptive = adaptive
-        self.window = max(window, 10)
+        self.window = window
         self.tolerance = tolerance
         self.smoothing = smoothing
         self.idle_reset = idle_reset
