@@ -277,10 +277,10 @@ def report(results: dict[str, dict[str, Outcome]], rate: float, args: argparse.N
         "times, against the idle service. Goodput is 2xx/s over the server's own capacity; "
         "p99 admitted is over the server's own unloaded p99 (one client).",
         "",
-        "| scenario | server | goodput / capacity | p99 admitted / unloaded | 503s "
+        "| scenario | server | goodput req/s | goodput / capacity | p99 admitted / unloaded | 503s "
         "| median 503 ms | client timeouts | other failures | health p99 ms (not 200) "
         "| guard limit after | client CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario in SCENARIOS:
         for name, outcomes in results.items():
@@ -293,7 +293,8 @@ def report(results: dict[str, dict[str, Outcome]], rate: float, args: argparse.N
                 else f"{outcome.goodput / capacity:.2f}"
             )
             lines.append(
-                f"| {scenario} | {name} | {goodput} | {outcome.p99_admitted() / unloaded:.1f}x "
+                f"| {scenario} | {name} | {outcome.goodput:,.0f} | {goodput} "
+                f"| {outcome.p99_admitted() / unloaded:.1f}x "
                 f"| {outcome.refused:,} | {outcome.median_refusal() * 1000:.1f} "
                 f"| {outcome.timeouts:,} | {outcome.failures:,} "
                 f"| {outcome.health_p99() * 1000:.1f} ({outcome.health_failures}) "
