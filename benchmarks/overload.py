@@ -18,7 +18,6 @@ Throughout 3-6 a probe asks ``/health`` every 50 ms. Every ratio pairs figures o
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import resource
@@ -218,12 +217,17 @@ def measure(server: Server, scenario: Callable[[], object], probe: bool = True) 
 
 
 def guard_counters(server: Server) -> dict[str, float]:
-    """The guard's counters as the scenario left them (empty without a guard)."""
+    """The guard's samples in /metrics as the scenario left them, by field name."""
     try:
         with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=10) as answer:
-            counters: dict[str, float] = json.loads(answer.read())["guard"]
-    except (OSError, ValueError, KeyError):
+            text = answer.read().decode()
+    except OSError:
         return {}
+    counters = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("guard_"):
+            counters[name.removeprefix("guard_").removesuffix("_total")] = float(value)
     return counters
 
 
@@ -298,7 +302,7 @@ def report(results: dict[str, dict[str, Outcome]], rate: float, args: argparse.N
                 f"| {outcome.refused:,} | {outcome.median_refusal() * 1000:.1f} "
                 f"| {outcome.timeouts:,} | {outcome.failures:,} "
                 f"| {outcome.health_p99() * 1000:.1f} ({outcome.health_failures}) "
-                f"| {outcome.guard.get('limit', '-')} | {outcome.client_cpu:.0%} |"
+                f"| {_limit(outcome)} | {outcome.client_cpu:.0%} |"
             )
     lines += [
         "",
@@ -312,6 +316,11 @@ def report(results: dict[str, dict[str, Outcome]], rate: float, args: argparse.N
             f"| {outcomes['capacity'].p99_admitted() * 1000:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _limit(outcome: Outcome) -> str:
+    limit = outcome.guard.get("limit")
+    return "-" if limit is None else f"{limit:.0f}"
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import scrape
+
 # A service with one slow route, so that a flood of requests overloads it for sure.
 FLOODED_APP = """
 import asyncio
@@ -106,9 +108,14 @@ async def test_a_flooded_server_answers_200_or_503_and_stays_healthy(server: str
             for response in responses
             if response.status_code == 503
         )
-        guard = (await client.get("/metrics")).json()["guard"]
-        assert guard["admitted"] == statuses[200]
-        assert guard["rejected_full"] + guard["rejected_waited_too_long"] == statuses[503]
+        samples = await scrape(client)
+        assert samples["guard_admitted_total"] == statuses[200]
+        refused = (
+            "guard_rejected_full_total",
+            "guard_rejected_waited_too_long_total",
+            "guard_rejected_standing_line_total",
+        )
+        assert sum(samples[name] for name in refused) == statuses[503]
 
 
 async def start_slow_upload(server: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -123,9 +130,14 @@ async def start_slow_upload(server: str) -> tuple[asyncio.StreamReader, asyncio.
     return reader, writer
 
 
-async def guard_counters(client: httpx.AsyncClient) -> dict[str, int]:
-    counters: dict[str, int] = (await client.get("/metrics")).json()["guard"]
-    return counters
+async def guard_counters(client: httpx.AsyncClient) -> dict[str, float]:
+    """The guard's samples from /metrics, by field name."""
+    samples = await scrape(client)
+    return {
+        name.removeprefix("guard_").removesuffix("_total"): value
+        for name, value in samples.items()
+        if name.startswith("guard_")
+    }
 
 
 async def test_slow_uploads_hold_no_place_and_are_cut_off_at_the_deadline(server: str) -> None:
