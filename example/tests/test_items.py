@@ -317,6 +317,9 @@ async def test_metrics_report_the_cache_counters(client: httpx.AsyncClient) -> N
         "loads": 1,
         "coalesced": 0,
         "load_errors": 0,
+        "bypassed": 0,
+        "notifications_received": 0,
+        "listener_reconnects": 0,
         "size": 1,
     }
 

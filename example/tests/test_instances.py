@@ -1,0 +1,220 @@
+"""Many processes and instances on one database: what a write in one does to the others' caches.
+
+On PostgreSQL every instance listens for the invalidations the others send (LISTEN/NOTIFY).
+The tests marked ``needs_postgresql`` run two app instances on the test database, as two
+worker processes or two machines would, and run only when DATABASE_URL names a PostgreSQL
+database: on SQLite they are reported as skipped, with the reason. SQLite has no such
+channel; what holds there across worker processes on one file (each keeps its own cache,
+and the TTL bounds how stale the others are) is tested on its own file in every run.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from conftest import DATABASE_URL
+from my_service import (
+    AsyncTTLCache,
+    CacheListener,
+    Settings,
+    create_app,
+    expect_queries,
+)
+
+needs_postgresql = pytest.mark.skipif(
+    not DATABASE_URL.startswith("postgresql"),
+    reason="LISTEN/NOTIFY is PostgreSQL's: set DATABASE_URL to a PostgreSQL database to run it",
+)
+
+
+@pytest.fixture
+async def other_app(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """A second instance of the service on the same database, as another process would be."""
+    other = create_app(Settings(database_url=DATABASE_URL))
+    async with other.router.lifespan_context(other):
+        yield other
+
+
+def value(result: str) -> Callable[[], Awaitable[str]]:
+    """A loader that returns ``result``."""
+
+    async def load() -> str:
+        return result
+
+    return load
+
+
+async def commit_invalidating(app: FastAPI, *keys: int) -> None:
+    """Commit a transaction through ``app`` that invalidates ``("item", key)`` for each key."""
+    async with app.state.sessions() as session:
+        for key in keys:
+            app.state.cache.invalidate_on_commit(session, "item", key)
+        await session.commit()
+
+
+async def until(app: FastAPI, condition: Callable[[CacheListener], bool]) -> None:
+    """Wait until ``condition`` holds for ``app``'s listener; fail after ten seconds."""
+    listener: CacheListener = app.state.cache_listener
+    async with asyncio.timeout(10):
+        await listener.wait_until(lambda: condition(listener))
+
+
+def received(count: int) -> Callable[[CacheListener], bool]:
+    """The condition: the listener has applied ``count`` notifications from other instances."""
+    return lambda listener: listener.cache.stats.notifications_received >= count
+
+
+@needs_postgresql
+async def test_a_commit_in_one_instance_drops_the_key_in_the_other(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    ours, theirs = app.state.cache, other_app.state.cache
+    assert await theirs.get_or_load("item", 1, value("old")) == "old"
+    assert await theirs.get_or_load("item", 2, value("kept")) == "kept"
+    await commit_invalidating(app, 1)
+    await until(other_app, received(1))
+    assert await theirs.get_or_load("item", 1, value("new")) == "new"
+    assert await theirs.get_or_load("item", 2, value("unused")) == "kept"
+    assert ours.stats.notifications_received == 0
+
+
+@needs_postgresql
+async def test_an_instance_ignores_its_own_notifications(app: FastAPI, other_app: FastAPI) -> None:
+    ours = app.state.cache
+    await commit_invalidating(app, 1)
+    # Loaded after our own commit: our own notice, arriving later, must not drop it.
+    assert await ours.get_or_load("item", 1, value("fresh")) == "fresh"
+    await commit_invalidating(other_app, 2)
+    # Notices arrive in commit order: once the other's is in, our own has come and gone.
+    await until(app, received(1))
+    assert await ours.get_or_load("item", 1, value("unused")) == "fresh"
+    assert ours.stats.notifications_received == 1
+
+
+@needs_postgresql
+async def test_a_rolled_back_write_sends_nothing(app: FastAPI, other_app: FastAPI) -> None:
+    ours, theirs = app.state.cache, other_app.state.cache
+    for key in (1, 2, 3):
+        await ours.get_or_load("item", key, value("old"))
+        await theirs.get_or_load("item", key, value("old"))
+    async with app.state.sessions() as session:
+        ours.invalidate_on_commit(session, "item", 1)
+        await (await session.connection()).execute(text("SELECT 1"))
+        await session.rollback()
+    async with app.state.sessions() as session:
+        ours.invalidate_on_commit(session, "item", 2)
+        with pytest.raises(DBAPIError, match="division by zero"):
+            await (await session.connection()).execute(text("SELECT 1 / 0"))
+    await commit_invalidating(app, 3)  # a marker: notices arrive in commit order
+    await until(other_app, received(1))
+    assert theirs.stats.notifications_received == 1
+    for cache in (ours, theirs):
+        assert await cache.get_or_load("item", 1, value("unused")) == "old"
+        assert await cache.get_or_load("item", 2, value("unused")) == "old"
+        assert await cache.get_or_load("item", 3, value("new")) == "new"
+
+
+@needs_postgresql
+async def test_too_many_keys_for_one_notice_drop_their_whole_namespace(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    theirs = other_app.state.cache
+    await theirs.get_or_load("item", 1, value("old"))
+    await theirs.get_or_load("owner", 1, value("kept"))
+    # 3,000 keys do not fit in one notice (PostgreSQL takes under 8,000 bytes).
+    await commit_invalidating(app, *range(1_000, 4_000))
+    await until(other_app, received(1))
+    assert await theirs.get_or_load("item", 1, value("new")) == "new"
+    assert await theirs.get_or_load("owner", 1, value("unused")) == "kept"
+
+
+@needs_postgresql
+async def test_a_dropped_listener_empties_the_cache_and_caching_resumes_after_reconnecting(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    listener: CacheListener = other_app.state.cache_listener
+    theirs = other_app.state.cache
+    await theirs.get_or_load("item", 1, value("old"))
+    # Hold the reconnection back, to look at the cache while nobody listens.
+    reconnect, connect = asyncio.Event(), listener.connect
+
+    async def connect_when_let() -> "asyncpg.Connection[Any]":
+        await reconnect.wait()
+        return await connect()
+
+    listener.connect = connect_when_let
+    async with app.state.engine.connect() as connection:
+        terminate = text("SELECT pg_terminate_backend(:pid)")
+        await connection.execute(terminate, {"pid": listener.backend_pid})
+    await until(other_app, lambda listener: not listener.listening)
+    assert len(theirs) == 0
+    # Deaf, it may miss invalidations: every read loads, and nothing is stored.
+    assert await theirs.get_or_load("item", 1, value("fresh")) == "fresh"
+    assert await theirs.get_or_load("item", 1, value("fresher")) == "fresher"
+    assert (theirs.stats.bypassed, len(theirs)) == (2, 0)
+    reconnect.set()
+    await until(other_app, lambda listener: listener.listening)
+    assert theirs.stats.listener_reconnects == 1
+    assert await theirs.get_or_load("item", 1, value("cached")) == "cached"
+    assert await theirs.get_or_load("item", 1, value("unused")) == "cached"
+    await commit_invalidating(app, 1)
+    await until(other_app, received(1))
+    assert await theirs.get_or_load("item", 1, value("new")) == "new"
+
+
+async def test_keys_sent_to_other_processes_must_be_str_or_int(app: FastAPI) -> None:
+    async with app.state.sessions() as session:
+        with pytest.raises(TypeError, match="takes str or int keys"):
+            app.state.cache.invalidate_on_commit(session, "square", (3,))
+
+
+async def test_on_sqlite_each_worker_keeps_its_own_cache_until_the_ttl(tmp_path: Path) -> None:
+    # Two instances on one SQLite file, as `uvicorn --workers 2` runs them: no channel
+    # between them, so a write drops the writer's entries at once and the other's at expiry.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    writer, other = create_app(Settings(database_url=url)), create_app(Settings(database_url=url))
+    async with writer.router.lifespan_context(writer), other.router.lifespan_context(other):
+        assert writer.state.cache_listener is None
+        assert writer.state.cache.channel is None
+        now = [0.0]
+        ttl = other.state.settings.cache_ttl_seconds
+        theirs = other.state.cache = AsyncTTLCache(10, ttl, timer=lambda: now[0])
+        ours = writer.state.cache
+        for cache in (ours, theirs):
+            assert await cache.get_or_load("item", 1, value("old")) == "old"
+        await commit_invalidating(writer, 1)
+        assert await ours.get_or_load("item", 1, value("new")) == "new"
+        assert await theirs.get_or_load("item", 1, value("unused")) == "old"
+        now[0] = ttl * 1.1 + 0.001  # past the TTL and its jitter
+        assert await theirs.get_or_load("item", 1, value("new")) == "new"
+
+
+@needs_postgresql
+async def test_a_write_through_one_instance_is_seen_by_the_others_next_read(
+    client: httpx.AsyncClient, other_app: FastAPI
+) -> None:
+    transport = httpx.ASGITransport(app=other_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://other") as other:
+        assert (await other.get("/items/1")).status_code == 404  # a "not found", cached
+        owner = (await client.post("/owners", json={"name": "Ada"})).json()
+        body = {"name": "Lamp", "price_cents": 100, "owner_id": owner["id"]}
+        created = (await client.post("/items", json=body)).json()
+        await until(other_app, received(1))
+        with expect_queries(1):
+            assert (await other.get("/items/1")).json() == created
+        with expect_queries(0):
+            assert (await other.get("/items/1")).json() == created
+        updated = (await client.patch("/items/1", json={"price_cents": 5})).json()
+        await until(other_app, received(2))
+        assert (await other.get("/items/1")).json() == updated != created
+        assert (await client.delete("/items/1")).status_code == 204
+        await until(other_app, received(3))
+        assert (await other.get("/items/1")).status_code == 404
