@@ -212,7 +212,9 @@ async def test_a_write_through_one_instance_is_seen_by_the_others_next_read(
             assert (await other.get("/items/1")).json() == created
         with expect_queries(0):
             assert (await other.get("/items/1")).json() == created
-        updated = (await client.patch("/items/1", json={"price_cents": 5})).json()
+        patched = await client.patch("/items/1", json={"price_cents": 5})
+        assert "notify;dur=" in patched.headers["server-timing"]
+        updated = patched.json()
         await until(other_app, received(2))
         assert (await other.get("/items/1")).json() == updated != created
         assert (await client.delete("/items/1")).status_code == 204
