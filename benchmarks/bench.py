@@ -28,6 +28,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -147,6 +148,13 @@ class Server:
     cores: str = SERVER_CORE
 
     def start(self, log_dir: Path) -> None:
+        # Another process on the port would answer the readiness check in our server's place.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, self.port))
+            except OSError:
+                raise SystemExit(f"port {self.port} for {self.name} is taken") from None
         command = [
             "taskset", "-c", self.cores, str(VENV_BIN / "uvicorn"), self.target,
             "--host", HOST, "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
@@ -859,10 +867,10 @@ def several_processes(
     connections = max(args.connections)
     both = processes.BOTH_CORES
     target = f"{MODULE}:app"
-    ours = Server("ours", 8111, project, target, throughput, workers=2, cores=both)
-    ceiling = Server("ceiling", 8112, BENCHMARKS, "ceiling:app", base, workers=2, cores=both)
+    ours = Server("ours", 8611, project, target, throughput, workers=2, cores=both)
+    ceiling = Server("ceiling", 8612, BENCHMARKS, "ceiling:app", base, workers=2, cores=both)
     quiet_env = {**throughput, "CACHE_NOTIFY": "false"}
-    quiet = Server("ours, no NOTIFY", 8113, project, target, quiet_env, workers=2, cores=both)
+    quiet = Server("ours, no NOTIFY", 8613, project, target, quiet_env, workers=2, cores=both)
     for server in (ours, ceiling):
         server.start(work)
         servers.append(server)
@@ -876,7 +884,9 @@ def several_processes(
     for server in (ours, quiet):
         wrk(server, scripts["create"], connections, 2, client_cores=both)
     for repetition in range(args.repeats):
-        for server, runs in ((ours, service_writes.ours), (quiet, service_writes.theirs)):
+        turns = [(ours, service_writes.ours), (quiet, service_writes.theirs)]
+        # Each repetition swaps who goes first: the table grows with every create.
+        for server, runs in turns if repetition % 2 == 0 else turns[::-1]:
             point = wrk(server, scripts["create"], connections, args.seconds, client_cores=both)
             runs.append(point.rps)
             print(
@@ -887,8 +897,8 @@ def several_processes(
     quiet.stop()
     ours.stop()
 
-    writer = Server("instance A", 8114, project, target, base, cores=both)
-    reader = Server("instance B", 8115, project, target, base, cores=both)
+    writer = Server("instance A", 8614, project, target, base, cores=both)
+    reader = Server("instance B", 8615, project, target, base, cores=both)
     for server in (writer, reader):
         server.start(work)
         servers.append(server)

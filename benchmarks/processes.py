@@ -40,8 +40,13 @@ class Paired:
     theirs: list[float] = field(default_factory=list)
 
     def ratio(self) -> float:
-        """The median over repetitions of ours / theirs."""
-        return statistics.median(a / b for a, b in zip(self.ours, self.theirs, strict=True))
+        """The median over repetitions of ours / theirs, leaving out runs that got nothing."""
+        pairs = [(a, b) for a, b in zip(self.ours, self.theirs, strict=True) if a and b]
+        return statistics.median(a / b for a, b in pairs) if pairs else float("nan")
+
+    def empty_runs(self) -> int:
+        """Runs that got no answer at all (a server that failed, on a shared machine)."""
+        return sum(1 for rate in (*self.ours, *self.theirs) if not rate)
 
 
 @dataclass
@@ -176,7 +181,8 @@ def raw_commits(dsn: str, clients: int, seconds: float, repeats: int) -> Paired:
     """Commits per second with pg_notify (ours) and without (theirs), taking turns."""
     paired = Paired()
     for repetition in range(repeats):
-        for notify, runs in ((True, paired.ours), (False, paired.theirs)):
+        turns = [(True, paired.ours), (False, paired.theirs)]
+        for notify, runs in turns if repetition % 2 == 0 else turns[::-1]:
             rate = asyncio.run(commit_rate(dsn, clients, seconds, notify))
             runs.append(rate)
             print(
@@ -211,6 +217,9 @@ def report(
             f"| {statistics.median(paired.theirs):,.0f} | {paired.ratio():.2f}x "
             f"| {one_worker[route]:.2f}x |"
         )
+    empty = sum(paired.empty_runs() for paired in workers.values())
+    if empty:
+        lines += ["", f"{empty} runs got no answer at all and are left out of the ratios."]
     samples = len(latencies.from_ack) + latencies.never_seen
     lines += [
         "",
@@ -230,8 +239,9 @@ def report(
         lines.append(f"| {name} | {' | '.join(cells)} | {max(values, default=0) * 1000:.2f} |")
     lines += [
         "",
-        f"Stale reads through B after A's acknowledgement: {latencies.stale_after_ack} in "
-        f"{samples} samples; never fresh within 5 s: {latencies.never_seen}.",
+        f"Reads through B that still showed the old price after A's acknowledgement: "
+        f"{latencies.stale_after_ack} over the {samples} samples; samples never fresh within "
+        f"5 s: {latencies.never_seen}.",
         "",
         "Write throughput with the cache's NOTIFY on and off:",
         "",
