@@ -9,6 +9,7 @@ and the TTL bounds how stale the others are) is tested on its own file in every 
 """
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from conftest import DATABASE_URL
@@ -168,6 +169,57 @@ async def test_a_dropped_listener_empties_the_cache_and_caching_resumes_after_re
     await commit_invalidating(app, 1)
     await until(other_app, received(1))
     assert await theirs.get_or_load("item", 1, value("new")) == "new"
+
+
+@needs_postgresql
+async def test_a_listener_whose_connection_goes_silent_finds_out_by_its_heartbeat(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    listener: CacheListener = other_app.state.cache_listener
+    theirs = other_app.state.cache
+    database = make_url(DATABASE_URL)
+    silent, released = asyncio.Event(), asyncio.Event()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if silent.is_set():
+                    await released.wait()  # a dead network: nothing gets through, nothing closes
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def relay(client: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server, server_writer = await asyncio.open_connection(database.host, database.port)
+        await asyncio.gather(forward(client, server_writer), forward(server, client_writer))
+
+    relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    connect = listener.connect
+    listener.connect = functools.partial(
+        asyncpg.connect,
+        host="127.0.0.1",
+        port=relay_server.sockets[0].getsockname()[1],
+        user=database.username,
+        password=database.password,
+        database=database.database,
+    )
+    listener.heartbeat = 0.2
+    try:
+        async with app.state.engine.connect() as connection:
+            terminate = text("SELECT pg_terminate_backend(:pid)")
+            await connection.execute(terminate, {"pid": listener.backend_pid})
+        await until(other_app, lambda listener: theirs.stats.listener_reconnects == 1)
+        await theirs.get_or_load("item", 1, value("old"))
+        listener.connect = connect
+        silent.set()
+        await until(other_app, lambda listener: theirs.stats.listener_reconnects == 2)
+        assert await theirs.get_or_load("item", 1, value("new")) == "new"
+    finally:
+        released.set()
+        relay_server.close()
+        await relay_server.wait_closed()
 
 
 async def test_keys_sent_to_other_processes_must_be_str_or_int(app: FastAPI) -> None:
