@@ -222,6 +222,23 @@ async def test_a_listener_whose_connection_goes_silent_finds_out_by_its_heartbea
         await relay_server.wait_closed()
 
 
+@needs_postgresql
+async def test_shutdown_closes_the_listening_connection(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    stopping = create_app(Settings(database_url=DATABASE_URL))
+    async with stopping.router.lifespan_context(stopping):
+        listener: CacheListener = stopping.state.cache_listener
+        backend_pid = listener.backend_pid
+        assert listener.listening
+    assert not listener.listening
+    # PostgreSQL ends the session before it closes the socket: gone once close() returns.
+    async with app.state.engine.connect() as connection:
+        sessions = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        assert (await connection.execute(sessions, {"pid": backend_pid})).scalar_one() == 0
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
 async def test_keys_sent_to_other_processes_must_be_str_or_int(app: FastAPI) -> None:
     async with app.state.sessions() as session:
         with pytest.raises(TypeError, match="takes str or int keys"):
