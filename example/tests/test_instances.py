@@ -1,11 +1,11 @@
 """Many processes and instances on one database: what a write in one does to the others' caches.
 
 On PostgreSQL every instance listens for the invalidations the others send (LISTEN/NOTIFY).
-The tests marked ``needs_postgresql`` run two app instances on the test database, as two
-worker processes or two machines would, and run only when DATABASE_URL names a PostgreSQL
-database: on SQLite they are reported as skipped, with the reason. SQLite has no such
+The tests that take ``other_app`` or ``postgresql_app`` run two app instances on the test
+database, as two worker processes or two machines would; they run when the suite runs on
+PostgreSQL, and on SQLite they are reported as skipped, with the reason. SQLite has no such
 channel; what holds there across worker processes on one file (each keeps its own cache,
-and the TTL bounds how stale the others are) is tested on its own file in every run.
+and the TTL bounds how stale the others are) is tested on a file of its own in every run.
 """
 
 import asyncio
@@ -18,10 +18,9 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from conftest import DATABASE_URL
 from my_service import (
     AsyncTTLCache,
     CacheListener,
@@ -30,16 +29,21 @@ from my_service import (
     expect_queries,
 )
 
-needs_postgresql = pytest.mark.skipif(
-    not DATABASE_URL.startswith("postgresql"),
-    reason="LISTEN/NOTIFY is PostgreSQL's: set DATABASE_URL to a PostgreSQL database to run it",
-)
+
+@pytest.fixture
+def postgresql_app(app: FastAPI) -> FastAPI:
+    """The service on the test database, which must be PostgreSQL: on SQLite, which has no
+    LISTEN/NOTIFY, the test is skipped, saying so.
+    """
+    if app.state.engine.dialect.name != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; this runs when the suite runs on PostgreSQL")
+    return app
 
 
 @pytest.fixture
-async def other_app(app: FastAPI) -> AsyncIterator[FastAPI]:
+async def other_app(postgresql_app: FastAPI) -> AsyncIterator[FastAPI]:
     """A second instance of the service on the same database, as another process would be."""
-    other = create_app(Settings(database_url=DATABASE_URL))
+    other = create_app(postgresql_app.state.settings)
     async with other.router.lifespan_context(other):
         yield other
 
@@ -73,7 +77,6 @@ def received(count: int) -> Callable[[CacheListener], bool]:
     return lambda listener: listener.cache.stats.notifications_received >= count
 
 
-@needs_postgresql
 async def test_a_commit_in_one_instance_drops_the_key_in_the_other(
     app: FastAPI, other_app: FastAPI
 ) -> None:
@@ -87,7 +90,6 @@ async def test_a_commit_in_one_instance_drops_the_key_in_the_other(
     assert ours.stats.notifications_received == 0
 
 
-@needs_postgresql
 async def test_an_instance_ignores_its_own_notifications(app: FastAPI, other_app: FastAPI) -> None:
     ours = app.state.cache
     await commit_invalidating(app, 1)
@@ -100,7 +102,6 @@ async def test_an_instance_ignores_its_own_notifications(app: FastAPI, other_app
     assert ours.stats.notifications_received == 1
 
 
-@needs_postgresql
 async def test_a_rolled_back_write_sends_nothing(app: FastAPI, other_app: FastAPI) -> None:
     ours, theirs = app.state.cache, other_app.state.cache
     for key in (1, 2, 3):
@@ -123,7 +124,6 @@ async def test_a_rolled_back_write_sends_nothing(app: FastAPI, other_app: FastAP
         assert await cache.get_or_load("item", 3, value("new")) == "new"
 
 
-@needs_postgresql
 async def test_too_many_keys_for_one_notice_drop_their_whole_namespace(
     app: FastAPI, other_app: FastAPI
 ) -> None:
@@ -137,7 +137,6 @@ async def test_too_many_keys_for_one_notice_drop_their_whole_namespace(
     assert await theirs.get_or_load("owner", 1, value("unused")) == "kept"
 
 
-@needs_postgresql
 async def test_a_dropped_listener_empties_the_cache_and_caching_resumes_after_reconnecting(
     app: FastAPI, other_app: FastAPI
 ) -> None:
@@ -171,13 +170,12 @@ async def test_a_dropped_listener_empties_the_cache_and_caching_resumes_after_re
     assert await theirs.get_or_load("item", 1, value("new")) == "new"
 
 
-@needs_postgresql
 async def test_a_listener_whose_connection_goes_silent_finds_out_by_its_heartbeat(
     app: FastAPI, other_app: FastAPI
 ) -> None:
     listener: CacheListener = other_app.state.cache_listener
     theirs = other_app.state.cache
-    database = make_url(DATABASE_URL)
+    database = app.state.engine.url
     silent, released = asyncio.Event(), asyncio.Event()
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,18 +220,17 @@ async def test_a_listener_whose_connection_goes_silent_finds_out_by_its_heartbea
         await relay_server.wait_closed()
 
 
-@needs_postgresql
 async def test_shutdown_closes_the_listening_connection(
-    app: FastAPI, caplog: pytest.LogCaptureFixture
+    postgresql_app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stopping = create_app(Settings(database_url=DATABASE_URL))
+    stopping = create_app(postgresql_app.state.settings)
     async with stopping.router.lifespan_context(stopping):
         listener: CacheListener = stopping.state.cache_listener
         backend_pid = listener.backend_pid
         assert listener.listening
     assert not listener.listening
     # PostgreSQL ends the session before it closes the socket: gone once close() returns.
-    async with app.state.engine.connect() as connection:
+    async with postgresql_app.state.engine.connect() as connection:
         sessions = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
         assert (await connection.execute(sessions, {"pid": backend_pid})).scalar_one() == 0
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
@@ -266,7 +263,6 @@ async def test_on_sqlite_each_worker_keeps_its_own_cache_until_the_ttl(tmp_path:
         assert await theirs.get_or_load("item", 1, value("new")) == "new"
 
 
-@needs_postgresql
 async def test_a_write_through_one_instance_is_seen_by_the_others_next_read(
     client: httpx.AsyncClient, other_app: FastAPI
 ) -> None:
