@@ -68,8 +68,13 @@ async def commit_invalidating(app: FastAPI, *keys: int) -> None:
 async def until(app: FastAPI, condition: Callable[[CacheListener], bool]) -> None:
     """Wait until ``condition`` holds for ``app``'s listener; fail after ten seconds."""
     listener: CacheListener = app.state.cache_listener
-    async with asyncio.timeout(10):
-        await listener.wait_until(lambda: condition(listener))
+    try:
+        async with asyncio.timeout(10):
+            await listener.wait_until(lambda: condition(listener))
+    except TimeoutError:
+        raise AssertionError(
+            f"still not so after 10 s: listening={listener.listening}, {listener.cache.stats}"
+        ) from None
 
 
 def received(count: int) -> Callable[[CacheListener], bool]:
