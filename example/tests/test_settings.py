@@ -29,6 +29,7 @@ def test_a_plain_postgres_url_gets_the_async_driver() -> None:
         ("DATABASE_URL", "mysql://db/app", "want sqlite+aiosqlite:///path/to/file.db"),
         ("CACHE_CHANNEL", "my-cache", "CACHE_CHANNEL='my-cache': Value error, want at most 63"),
         ("CACHE_CHANNEL", "c" * 64, "want at most 63 letters, digits and underscores"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': Input should be 'plain' or 'json'"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_variable(
