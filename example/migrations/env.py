@@ -74,17 +74,22 @@ async def migrate(engine: AsyncEngine) -> None:
         await connection.run_sync(run_migrations)
 
 
+async def migrate_the_services_database() -> None:
+    """Run the migrations on the database of ``DATABASE_URL``, with the service's engine."""
+    engine = create_engine(Settings.from_env())
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
 def run_migrations_online() -> None:
     """Migrate the database: the one given by the caller, or the service's own."""
     given = config.attributes.get("connection")
     if isinstance(given, AsyncEngine):
         asyncio.run(migrate(given))
-        return
-    engine = create_engine(Settings.from_env())
-    try:
-        asyncio.run(migrate(engine))
-    finally:
-        asyncio.run(engine.dispose())
+    else:
+        asyncio.run(migrate_the_services_database())
 
 
 def run_migrations_offline() -> None:

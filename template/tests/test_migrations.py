@@ -1,7 +1,7 @@
 """The migrations build exactly the models' schema, and every one of them can be undone.
 
 Each test starts from an empty database of its own, on the database the suite runs on
-(SQLite, or the TEST_DATABASE_URL server): see ``alembic_engine`` in conftest.py.
+(SQLite, or the TEST_DATABASE_URL server): see ``alembic_runner`` in conftest.py.
 """
 
 import pytest
