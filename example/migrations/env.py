@@ -23,6 +23,8 @@ if config.cmd_opts is not None and config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = SQLModel.metadata
+# The PostgreSQL advisory lock that runs of the migrations take in turn (any constant key).
+MIGRATION_LOCK = 7_245_190_381
 
 
 def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | Literal[False]:
@@ -56,6 +58,11 @@ def run_migrations(connection: Connection) -> None:
             render_item=render_item,
         )
         with context.begin_transaction():
+            if not sqlite:
+                # Instances that start together may all run the migrations: the first takes
+                # this lock and migrates, the others wait for its commit, then find the
+                # database at head and do nothing. The lock ends with the transaction.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             context.run_migrations()
         if sqlite:
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
