@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,8 @@ def _postgres(sql: str) -> None:
     asyncio.run(execute())
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
     """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
     name = f"starter_{uuid.uuid4().hex[:12]}"
     try:
@@ -100,5 +101,14 @@ def postgres_database() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES_URL} is needed for this test: {exc}")
     base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    yield f"{base}/{name}"
-    _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
+    with new_postgres_database() as url:
+        yield url

@@ -6,6 +6,7 @@ in CHANGELOG.md. They render a project from v0.1.0, commit it, edit it as a user
 update it with the command the README gives, to the newest tag.
 """
 
+import asyncio
 import difflib
 import os
 import re
@@ -19,9 +20,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 import yaml
-from conftest import ROOT, render, run
+from conftest import ROOT, new_postgres_database, render, run
 from packaging.version import Version
 
 # The releases updates start from, oldest first; most tests start from the oldest. A release
@@ -674,3 +676,91 @@ def test_the_suite_after_the_update_from_0_2_0_passes_on_postgresql(adopted: Ado
     result = run(["pytest", "-v", "-p", "no:cacheprovider"], adopted.update.project, postgres=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
+
+
+# What create_all of 0.2.0 made: tables, columns, constraints, indexes, as the database
+# itself describes them.
+CREATED_BY_0_2_0 = """
+import asyncio
+import sys
+
+from my_service import Settings, create_app
+
+
+async def main() -> None:
+    app = create_app(Settings(database_url=sys.argv[1]))
+    async with app.router.lifespan_context(app):
+        pass
+
+
+asyncio.run(main())
+"""
+SQLITE_SCHEMA = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE '%alembic%'"
+)
+POSTGRESQL_SCHEMA = [
+    "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length,"
+    " is_nullable, column_default FROM information_schema.columns WHERE table_schema = 'public'",
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE connamespace = 'public'::regnamespace",
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "SELECT sequencename, data_type FROM pg_sequences WHERE schemaname = 'public'",
+]
+
+
+def schema_of(database_url: str) -> list[tuple[object, ...]]:
+    """Every table, column, constraint, index and sequence of a database but Alembic's own."""
+    if database_url.startswith("sqlite"):
+        with closing(sqlite3.connect(database_url.split("///", 1)[1])) as connection:
+            return sorted(connection.execute(SQLITE_SCHEMA).fetchall())
+
+    async def read() -> list[tuple[object, ...]]:
+        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        connection = await asyncpg.connect(dsn)
+        try:
+            rows = [
+                tuple(row) for query in POSTGRESQL_SCHEMA for row in await connection.fetch(query)
+            ]
+        finally:
+            await connection.close()
+        return sorted((row for row in rows if "alembic" not in str(row)), key=repr)
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def two_empty_databases(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    """Two empty databases of one kind, SQLite files or new PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield (
+            f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+            f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+        )
+        return
+    with new_postgres_database() as first, new_postgres_database() as second:
+        yield first, second
+
+
+def test_revision_0001_builds_exactly_what_0_2_0_created_at_start_up(
+    template_repository: Path, tmp_path: Path, two_empty_databases: tuple[str, str]
+) -> None:
+    by_create_all, by_migration = two_empty_databases
+    old = render(template_repository, tmp_path / "old", vcs_ref="v0.2.0")
+    created = subprocess.run(
+        [sys.executable, "-c", CREATED_BY_0_2_0, by_create_all],
+        cwd=old,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    new = render(template_repository, tmp_path / "new")
+    migrated = run(["alembic", "upgrade", "0001"], new, environment={"DATABASE_URL": by_migration})
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    expected = schema_of(by_create_all)
+    assert expected, "0.2.0 created no tables"
+    assert schema_of(by_migration) == expected
