@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from pytest_alembic import MigrationContext
 from sqlalchemy import NullPool, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 from starlette.types import Receive, Scope, Send
@@ -102,7 +103,11 @@ def throwaway_database(purpose: str) -> Iterator[str]:
     server = database_server()
     assert server is not None, "throwaway databases are made on the TEST_DATABASE_URL server"
     name = f"test_my_service_{purpose}_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_on_server(server, f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(_on_server(server, f'CREATE DATABASE "{name}"'))
+    except (OSError, SQLAlchemyError) as exc:
+        where = server.render_as_string(hide_password=True)
+        pytest.fail(f"cannot create a test database on TEST_DATABASE_URL ({where}): {exc}")
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
