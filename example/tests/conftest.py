@@ -148,20 +148,27 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def empty_database(directory: Path, purpose: str) -> Iterator[str]:
+    """A new, empty database of the kind the suite runs on: a SQLite file in ``directory``,
+    or a throwaway PostgreSQL database.
+    """
+    if database_server() is None:
+        yield f"sqlite+aiosqlite:///{directory / f'{purpose}.db'}"
+    else:
+        with throwaway_database(purpose) as url:
+            yield url
+
+
 @pytest.fixture
 def alembic_runner(tmp_path: Path) -> Iterator[MigrationContext]:
-    """pytest-alembic's runner on an empty database of the test's own: a SQLite file, or a
-    new PostgreSQL database.
-    """
+    """pytest-alembic's runner on an empty database of the test's own."""
     config = pytest_alembic.Config.from_raw_config({"file": str(ALEMBIC_INI)})
-    with contextlib.ExitStack() as stack:
-        if database_server() is None:
-            url = f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-        else:
-            url = stack.enter_context(throwaway_database("migrations"))
+    with empty_database(tmp_path, "migrations") as url:
         # The runner takes async engines too, though its annotation names only sync ones.
         engine: Any = migration_engine(url)
-        yield stack.enter_context(pytest_alembic.runner(config, engine))
+        with pytest_alembic.runner(config, engine) as runner:
+            yield runner
 
 
 @pytest.fixture
