@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_alembic import MigrationContext
 from sqlalchemy import NullPool, text
 from sqlalchemy.engine import URL, make_url
@@ -227,3 +228,15 @@ async def eventually(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    """The service's /metrics, parsed: each sample without labels, by name."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if not sample.labels
+    }
