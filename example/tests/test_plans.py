@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from my_service import Item, ItemTagLink, Owner, QueryRecorder, Tag, record_queries
 
-OWNERS, TAGS, ITEMS = 2_000, 40, 5_000
+OWNERS, TAGS, ITEMS = 2_000, 40, 10_000
 
 # Tables large enough in production that reading one in full is a bug; tags stay few.
 LARGE_TABLES = ("item", "itemtaglink", "owner")
