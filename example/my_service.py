@@ -1118,11 +1118,11 @@ def key_column() -> "Column[int]":
     return Column(BigKey, Identity(), primary_key=True)
 
 
-# The error contract. 404, 409, 413 and 503 answer {"detail": "<message>"}; every 422 has
-# FastAPI's validation-error shape, whether the request's shape or the database refused it,
-# so clients parse one format. Routes list their statuses in OpenAPI: pass
-# responses=error_responses(404) to a route that answers 404; create_app adds 413 to every
-# route that takes a body and 503 to every guarded route.
+# The error contract. 400, 404, 409, 413 and 503 answer {"detail": "<message>"}; every 422
+# has FastAPI's validation-error shape, whether the request was malformed or names a row
+# that does not exist, so clients parse one format. Routes list their statuses in OpenAPI:
+# pass responses=error_responses(404) to a route that answers 404; create_app adds 400 and
+# 413 to every route that takes a body and 503 to every guarded route.
 
 
 class ErrorMessage(BaseModel):
@@ -1142,7 +1142,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def unprocessable(
     loc: Sequence[str | int], message: str, value: Any, error_type: str = "value_error"
 ) -> RequestValidationError:
-    """A 422 in the validation-error shape, to raise when the database refuses a valid value.
+    """A 422 in the validation-error shape, for a value the stored data rules out (an unknown id).
 
     ``loc`` names the value as FastAPI does, for instance ``("body", "owner_id")``.
     """
@@ -1185,7 +1185,13 @@ def _document_errors(app: FastAPI) -> None:
             schema = generate()
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas.setdefault("ErrorMessage", ErrorMessage.model_json_schema())
-            error = {"content": {"application/json": {"schema": {"$ref": _ERROR_MESSAGE}}}}
+            error = {
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorMessage"},
+                    },
+                },
+            }
             for path, operations in schema.get("paths", {}).items():
                 for operation in operations.values():
                     responses = operation.setdefault("responses", {})
@@ -1200,9 +1206,6 @@ def _document_errors(app: FastAPI) -> None:
 
     # FastAPI's documented way to extend the schema it generates.
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-_ERROR_MESSAGE = "#/components/schemas/ErrorMessage"
 
 
 # --- Models -----------------------------------------------------------------------------
