@@ -69,6 +69,8 @@ def test_a_name_needs_a_character_that_is_not_whitespace(text: str) -> None:
 
 
 class Rename(PartialUpdate):
+    """A PATCH body as users write them."""
+
     name: Name | None = None
     rank: NonNegativeInt4 | None = None
 
