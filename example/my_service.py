@@ -8,6 +8,7 @@ Sections, in reading order:
     Settings          every knob, read from the environment and validated at start-up
     Database          async engine, sessions and the ``get_session`` dependency
     Performance kit   query budgets, Server-Timing, overload guard, TTL cache, offload
+    Input and errors  types for what the API accepts, and the one shape of its errors
     Models            tables, their indexes, and the Create/Read/Update schemas
     Routes            the HTTP API, each route with its query budget
     App               lifespan, middleware and routers, put together by ``create_app``
@@ -41,6 +42,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from types import FrameType, MappingProxyType
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qs
@@ -52,15 +54,27 @@ import greenlet
 import sqlalchemy as sa
 from cachetools import TLRUCache
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from pydantic_core import from_json, to_json
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticSerializationError, from_json, to_json
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
+    Column,
     DateTime,
     Dialect,
+    Identity,
     Index,
     Integer,
     Row,
@@ -94,17 +108,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "GAUGE",
+    "MAX_ECHOED_INPUT",
     "MAX_PAGE_SIZE",
     "NOT_FOUND_TTL",
     "UNGUARDED_PATHS",
     "AsyncTTLCache",
+    "BigKey",
     "CacheDep",
     "CacheListener",
     "CacheStats",
     "CapturedQuery",
     "CoalescingRefresher",
     "ConcurrencyLimit",
+    "Cursor",
+    "ErrorMessage",
     "GuardStats",
+    "Id",
+    "Int4",
     "Item",
     "ItemCreate",
     "ItemPage",
@@ -114,6 +134,8 @@ __all__ = [
     "JsonLogFormatter",
     "KitCollector",
     "LoopLag",
+    "Name",
+    "NonNegativeInt4",
     "OffloadDep",
     "OffloadStats",
     "Offloader",
@@ -125,6 +147,8 @@ __all__ = [
     "OwnerRead",
     "OwnerSummary",
     "OwnerSummaryRead",
+    "PartialUpdate",
+    "PlainText",
     "ProfileRequest",
     "QueryCountError",
     "QueryRecorder",
@@ -142,12 +166,14 @@ __all__ = [
     "TagPage",
     "TagRead",
     "UTCDateTime",
+    "WholeNumber",
     "app",
     "budget_of",
     "configure_logging",
     "create_app",
     "create_engine",
     "current_request_id",
+    "error_responses",
     "expect_queries",
     "get_cache",
     "get_offloader",
@@ -155,6 +181,7 @@ __all__ = [
     "get_session",
     "get_summaries",
     "json_response",
+    "key_column",
     "note_timing",
     "overloaded_response",
     "query_budget",
@@ -162,6 +189,7 @@ __all__ = [
     "refresh_owner_summaries",
     "router",
     "send_overloaded",
+    "unprocessable",
 ]
 
 logger = logging.getLogger("my_service")
@@ -1999,6 +2027,190 @@ CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
 OffloadDep = Annotated[Offloader, Depends(get_offloader)]
 
 
+# --- Input and errors -------------------------------------------------------------------
+# Every value the API accepts must be one the database can store: a value it cannot is a
+# 500 at best and a wrong row at worst. These types say so once; use them for every field,
+# path and query parameter, in your models as in the example's.
+
+
+def _whole_number(value: object) -> object:
+    # Lax integer parsing would take true as 1 and 2.0 as 2. Text passes on to be parsed:
+    # path and query parameters arrive as text.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("want a whole number")
+    return value
+
+
+def _storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text may not contain the NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text may not contain unpaired surrogates") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("want at least one character that is not whitespace")
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
+"""Refuses booleans and fractions; put it last in ``Annotated[int, Field(ge=..), ...]``."""
+# The bounds are the column types': a key is BIGINT, other integer columns are int4 on
+# PostgreSQL (SQLite stores 8 bytes, so it holds both). `lt` rather than `le`: OpenAPI
+# tools read bounds as floats, and 2**63 is one, where 2**63 - 1 is not.
+Id = Annotated[int, Field(ge=1, lt=2**63), WholeNumber]
+"""A row's key, as a field, path or query parameter: 1 to 2**63 - 1."""
+Cursor = Annotated[int, Field(ge=0, lt=2**63), WholeNumber]
+"""The last key of the previous page, 0 for the first page."""
+Int4 = Annotated[int, Field(ge=-(2**31), lt=2**31), WholeNumber]
+"""A value of an int4 column (SQLAlchemy's Integer on PostgreSQL)."""
+NonNegativeInt4 = Annotated[int, Field(ge=0, lt=2**31), WholeNumber]
+"""A count or an amount in an int4 column: 0 to 2**31 - 1."""
+PlainText = Annotated[str, AfterValidator(_storable_text)]
+"""Text that PostgreSQL and SQLite store as given: no NUL, no unpaired surrogate."""
+Name = Annotated[PlainText, AfterValidator(_not_blank)]
+"""A name: storable text with at least one character that is not whitespace."""
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    # Document the fields of a PartialUpdate as they are accepted: a value, or left out.
+    for field_schema in schema.get("properties", {}).values():
+        for choice in field_schema.pop("anyOf", []):
+            if choice != {"type": "null"}:
+                field_schema.update(choice)
+        if "default" in field_schema and field_schema["default"] is None:
+            del field_schema["default"]
+
+
+class PartialUpdate(SQLModel):
+    """A PATCH body: the fields given change, the others keep their values.
+
+    Declare each field ``T | None = None``. Leaving a field out keeps its value; an explicit
+    null is refused with a 422 naming the field, because no column it updates takes null.
+    """
+
+    model_config = {"json_schema_extra": _without_null}
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_null(cls, value: object) -> object:
+        # Defaults are not validated: this sees only a null the client sent.
+        if value is None:
+            raise ValueError("leave the field out to keep its value; null is not a value")
+        return value
+
+
+BigKey = BigInteger().with_variant(Integer, "sqlite")
+"""The type of keys and of the foreign keys that point to them."""
+
+
+def key_column() -> "Column[int]":
+    """A surrogate primary key: ``id: int | None = Field(default=None, sa_column=key_column())``.
+
+    BIGINT identity on PostgreSQL, since an int4 key runs out at 2**31 rows and changing it
+    later rewrites the table and every table that refers to it. On SQLite, INTEGER, which
+    makes it the rowid; give the table ``{"sqlite_autoincrement": True}`` so that a deleted
+    row's id is never handed out again (stored references and page cursors would then find
+    another row).
+    """
+    return Column(BigKey, Identity(), primary_key=True)
+
+
+# The error contract. 400, 404, 408, 409, 413 and 503 answer {"detail": "<message>"}; every
+# 422 has FastAPI's validation-error shape, whether the request was malformed or names a
+# row that does not exist, so clients parse one format. Routes list their statuses in
+# OpenAPI: pass responses=error_responses(404) to a route that answers 404; create_app adds
+# 400, 408 and 413 to every route that takes a body and 503 to every guarded route.
+
+
+class ErrorMessage(BaseModel):
+    """The body of every error response but 422."""
+
+    detail: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses=`` of a route that answers these statuses with ErrorMessage."""
+    return {
+        status_code: {"model": ErrorMessage, "description": HTTPStatus(status_code).phrase}
+        for status_code in statuses
+    }
+
+
+def unprocessable(
+    loc: Sequence[str | int], message: str, value: Any, error_type: str = "value_error"
+) -> RequestValidationError:
+    """A 422 in the validation-error shape, for a value the stored data rules out (an unknown id).
+
+    ``loc`` names the value as FastAPI does, for instance ``("body", "owner_id")``.
+    """
+    error = {"loc": tuple(loc), "msg": message, "type": error_type, "input": value}
+    return RequestValidationError([error])
+
+
+# Echoing a 10 MB string back in a 422 costs as much as receiving it; longer inputs are left
+# out of the error (its loc still names them).
+MAX_ECHOED_INPUT = 200
+
+
+async def _validation_failed(request: Request, exc: Exception) -> Response:
+    """Answer a RequestValidationError with FastAPI's 422 body, without echoing long inputs."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        if "input" in error and not _echoable(error["input"]):
+            del error["input"]
+    return json_response({"detail": errors}, 422)
+
+
+def _echoable(value: object) -> bool:
+    try:
+        return len(to_json(value)) <= MAX_ECHOED_INPUT
+    except PydanticSerializationError:  # unpaired surrogates cannot be encoded
+        return False
+
+
+def _document_errors(app: FastAPI) -> None:
+    """List the statuses every route may answer in its OpenAPI responses.
+
+    400 (a body that is not UTF-8), 408 (too slow) and 413 (too large) for every route that
+    takes a body, 503 (overloaded) for every guarded route.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.setdefault("ErrorMessage", ErrorMessage.model_json_schema())
+            error = {
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorMessage"},
+                    },
+                },
+            }
+            for path, operations in schema.get("paths", {}).items():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    if "requestBody" in operation:
+                        # FastAPI answers 400 to a body that is not even text.
+                        responses.setdefault("400", {"description": "Bad Request", **error})
+                        responses.setdefault("408", {"description": "Request Timeout", **error})
+                        responses.setdefault("413", {"description": "Content Too Large", **error})
+                    if path not in UNGUARDED_PATHS:
+                        responses.setdefault("503", {"description": "Overloaded", **error})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    # FastAPI's documented way to extend the schema it generates.
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 # --- Models -----------------------------------------------------------------------------
 # Relationships use lazy="raise": touching one that the query did not load raises at once,
 # naming the attribute, so an N+1 fails in development instead of slowing production.
@@ -2009,13 +2221,16 @@ def _utcnow() -> datetime:
 
 
 class OwnerBase(SQLModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Name = Field(max_length=100)
 
 
 class Owner(OwnerBase, table=True):
     """Someone who owns items."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    # Keys are BIGINT, and never reused on SQLite either (see key_column).
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, sa_column=key_column())
     name: str = Field(max_length=100, unique=True)
     items: list["Item"] = Relationship(
         back_populates="owner", sa_relationship_kwargs={"lazy": "raise"}
@@ -2043,21 +2258,27 @@ class OwnerPage(SQLModel):
 
 
 class TagBase(SQLModel):
-    name: str = Field(min_length=1, max_length=50)
+    name: Name = Field(max_length=50)
 
 
 class ItemTagLink(SQLModel, table=True):
     """Which tags an item carries; the primary key serves lookups by item."""
 
     # Lookups by tag ("items with this tag") need tag_id to lead an index of its own.
-    item_id: int = Field(foreign_key="item.id", primary_key=True, ondelete="CASCADE")
-    tag_id: int = Field(foreign_key="tag.id", primary_key=True, index=True, ondelete="CASCADE")
+    item_id: int = Field(
+        foreign_key="item.id", primary_key=True, ondelete="CASCADE", sa_type=BigKey
+    )
+    tag_id: int = Field(
+        foreign_key="tag.id", primary_key=True, index=True, ondelete="CASCADE", sa_type=BigKey
+    )
 
 
 class Tag(TagBase, table=True):
     """A label that any number of items carry."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, sa_column=key_column())
     name: str = Field(max_length=50, unique=True)
     items: list["Item"] = Relationship(
         back_populates="tags", link_model=ItemTagLink, sa_relationship_kwargs={"lazy": "raise"}
@@ -2083,9 +2304,9 @@ class TagPage(SQLModel):
 
 
 class ItemBase(SQLModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    price_cents: int = Field(ge=0)
+    name: Name = Field(max_length=200)
+    description: PlainText = Field(default="", max_length=2000)
+    price_cents: NonNegativeInt4
     # The server default fills the column in rows written before it existed.
     archived: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
@@ -2093,11 +2314,13 @@ class ItemBase(SQLModel):
 class Item(ItemBase, table=True):
     """Something an owner offers, carrying any number of tags."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, sa_column=key_column())
     # A partial index cannot serve the foreign key (deleting an owner reaches its archived
     # items too), so owner_id leads an index over every row as well; it also serves the
     # rarer list that includes archived items, which PostgreSQL then sorts by id.
-    owner_id: int = Field(foreign_key="owner.id", index=True, ondelete="CASCADE")
+    owner_id: int = Field(foreign_key="owner.id", index=True, ondelete="CASCADE", sa_type=BigKey)
     created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
     owner: Owner = Relationship(back_populates="items", sa_relationship_kwargs={"lazy": "raise"})
     tags: list[Tag] = Relationship(
@@ -2120,18 +2343,18 @@ Index(
 class ItemCreate(ItemBase):
     """The body of ``POST /items``."""
 
-    owner_id: int
-    tag_ids: list[int] = Field(default_factory=list, max_length=20)
+    owner_id: Id
+    tag_ids: list[Id] = Field(default_factory=list, max_length=20)
 
 
-class ItemUpdate(SQLModel):
+class ItemUpdate(PartialUpdate):
     """The body of ``PATCH /items/{item_id}``: only the fields given change."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    price_cents: int | None = Field(default=None, ge=0)
+    name: Annotated[Name, Field(max_length=200)] | None = None
+    description: Annotated[PlainText, Field(max_length=2000)] | None = None
+    price_cents: NonNegativeInt4 | None = None
     archived: bool | None = None
-    tag_ids: list[int] | None = Field(default=None, max_length=20)
+    tag_ids: Annotated[list[Id], Field(max_length=20)] | None = None
 
 
 class ItemRead(SQLModel):
@@ -2154,7 +2377,9 @@ class OwnerSummary(SQLModel, table=True):
     recompute only the owners that changed, and a read of it is one primary-key lookup.
     """
 
-    owner_id: int = Field(foreign_key="owner.id", primary_key=True, ondelete="CASCADE")
+    owner_id: int = Field(
+        foreign_key="owner.id", primary_key=True, ondelete="CASCADE", sa_type=BigKey
+    )
     item_count: int
     # A sum of int4 prices outgrows int4.
     total_price_cents: int = Field(sa_type=sa.BigInteger)
@@ -2249,7 +2474,7 @@ _TAGS_OF_ITEMS_IN = _TAGS_OF_ITEMS.where(
     col(ItemTagLink.item_id).in_(sa.bindparam("item_ids", expanding=True))
 )
 _TAGS_OF_ITEMS_ANY = _TAGS_OF_ITEMS.where(
-    col(ItemTagLink.item_id) == sa.any_(sa.bindparam("item_ids", type_=ARRAY(Integer)))
+    col(ItemTagLink.item_id) == sa.any_(sa.bindparam("item_ids", type_=ARRAY(BigInteger)))
 )
 _OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
 _OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("owner_id"))
@@ -2294,7 +2519,9 @@ _SUMMARY_ROWS: Select[*tuple[Any, ...]] = (
 _SUMMARY_COLUMNS = ["owner_id", "item_count", "total_price_cents", "refreshed_at"]
 _SUMMARIES_UPSERT_ANY = postgresql_insert(OwnerSummary).from_select(
     _SUMMARY_COLUMNS,
-    _SUMMARY_ROWS.where(col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(Integer)))),
+    _SUMMARY_ROWS.where(
+        col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger)))
+    ),
 )
 _REFRESH_SUMMARIES_ANY = _SUMMARIES_UPSERT_ANY.on_conflict_do_update(
     index_elements=["owner_id"],
@@ -2332,7 +2559,7 @@ async def get_summaries(request: Request) -> CoalescingRefresher:
 SummariesDep = Annotated[CoalescingRefresher, Depends(get_summaries)]
 
 
-@router.post("/owners", status_code=status.HTTP_201_CREATED)
+@router.post("/owners", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
 @query_budget(1)
 async def create_owner(
     body: OwnerCreate, session: SessionDep, summaries: SummariesDep
@@ -2355,7 +2582,7 @@ async def create_owner(
 @query_budget(1)
 async def list_owners(
     reads: ReadsDep,
-    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
     """List owners by id, a page at a time."""
@@ -2364,9 +2591,9 @@ async def list_owners(
     return json_response(_page([row._asdict() for row in rows], limit))
 
 
-@router.get("/owners/{owner_id}", response_model=OwnerRead)
+@router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
 @query_budget(1)
-async def get_owner(owner_id: int, reads: ReadsDep) -> Response:
+async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
     """One owner."""
     async with reads.connect() as connection:
         row = (await connection.execute(_OWNER_BY_ID, {"owner_id": owner_id})).first()
@@ -2375,9 +2602,11 @@ async def get_owner(owner_id: int, reads: ReadsDep) -> Response:
     return json_response(row._asdict())
 
 
-@router.get("/owners/{owner_id}/summary", response_model=OwnerSummaryRead)
+@router.get(
+    "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
+)
 @query_budget(1)
-async def get_owner_summary(owner_id: int, reads: ReadsDep) -> Response:
+async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
     """How many live items an owner has and what they cost together.
 
     Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
@@ -2391,7 +2620,7 @@ async def get_owner_summary(owner_id: int, reads: ReadsDep) -> Response:
     return json_response(row._asdict())
 
 
-@router.post("/tags", status_code=status.HTTP_201_CREATED)
+@router.post("/tags", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
 @query_budget(1)
 async def create_tag(body: TagCreate, session: SessionDep) -> TagRead:
     """Create a tag; names are unique."""
@@ -2410,7 +2639,7 @@ async def create_tag(body: TagCreate, session: SessionDep) -> TagRead:
 @query_budget(1)
 async def list_tags(
     reads: ReadsDep,
-    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
     """List tags by id, a page at a time."""
@@ -2419,9 +2648,9 @@ async def list_tags(
     return json_response(_page([row._asdict() for row in rows], limit))
 
 
-@router.get("/tags/{tag_id}", response_model=TagRead)
+@router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
 @query_budget(1)
-async def get_tag(tag_id: int, reads: ReadsDep) -> Response:
+async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
     """One tag."""
     async with reads.connect() as connection:
         row = (await connection.execute(_TAG_BY_ID, {"tag_id": tag_id})).first()
@@ -2438,9 +2667,8 @@ async def create_item(
     """Create an item for an existing owner, with existing tags."""
     owner = await session.get(Owner, body.owner_id)
     if owner is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"no owner has id {body.owner_id}"
-        )
+        message = f"no owner has id {body.owner_id}"
+        raise unprocessable(("body", "owner_id"), message, body.owner_id, "not_found")
     tags = await _tags_by_id(session, body.tag_ids)
     item = Item.model_validate(body, update={"owner": owner, "tags": tags})
     session.add(item)
@@ -2456,9 +2684,9 @@ async def create_item(
 NOT_FOUND_TTL = 2.0
 
 
-@router.get("/items/{item_id}", response_model=ItemRead)
+@router.get("/items/{item_id}", response_model=ItemRead, responses=error_responses(404))
 @query_budget(1)
-async def get_item(item_id: int, cache: CacheDep, reads: ReadsDep) -> Response:
+async def get_item(item_id: Id, cache: CacheDep, reads: ReadsDep) -> Response:
     """One item with its owner and tags, from the cache while the entry lives."""
     # The cache holds the serialized response: a hit costs no query and no serialization.
     body = await cache.get_or_load(
@@ -2473,11 +2701,11 @@ async def get_item(item_id: int, cache: CacheDep, reads: ReadsDep) -> Response:
 @query_budget(2)
 async def list_items(
     reads: ReadsDep,
-    owner_id: int | None = None,
+    owner_id: Id | None = None,
     include_archived: Annotated[
         bool, Query(description="archived items too; by default only live ones")
     ] = False,
-    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
     """List live items by id with their owners and tags, a page at a time.
@@ -2493,10 +2721,10 @@ async def list_items(
     return json_response(_page(items, limit))
 
 
-@router.patch("/items/{item_id}")
+@router.patch("/items/{item_id}", responses=error_responses(404))
 @query_budget(6)
 async def update_item(
-    item_id: int, body: ItemUpdate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+    item_id: Id, body: ItemUpdate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
 ) -> ItemRead:
     """Change the fields given; ``tag_ids`` replaces the item's tags."""
     item = await _item_or_404(session, item_id)
@@ -2509,11 +2737,16 @@ async def update_item(
     return _item_read(item)
 
 
-@router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/items/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(404),
+)
 @query_budget(1)
 async def delete_item(
-    item_id: int, session: SessionDep, cache: CacheDep, summaries: SummariesDep
-) -> None:
+    item_id: Id, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+) -> Response:
     """Delete an item; its tag links go with it."""
     deleted = delete(Item).where(col(Item.id) == item_id).returning(col(Item.owner_id))
     owner_id = (await session.exec(deleted)).scalar_one_or_none()
@@ -2522,11 +2755,13 @@ async def delete_item(
     cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
     summaries.mark(owner_id)
+    # A 204 has no body, so no content type either.
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/owners/{owner_id}/items.csv", response_class=Response)
+@router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
 @query_budget(2)
-async def export_owner_items(owner_id: int, session: SessionDep, offloader: OffloadDep) -> Response:
+async def export_owner_items(owner_id: Id, session: SessionDep, offloader: OffloadDep) -> Response:
     """Every item of an owner as CSV. The rows are fetched on the event loop and formatted
     in a worker thread, so a large export does not stall other requests.
     """
@@ -2633,11 +2868,10 @@ async def _tags_by_id(session: AsyncSession, tag_ids: Sequence[int]) -> list[Tag
         return []
     wanted = set(tag_ids)
     tags = list(await session.exec(select(Tag).where(col(Tag.id).in_(wanted))))
-    missing = wanted - {tag.id for tag in tags}
+    missing = sorted(wanted - {tag.id for tag in tags})
     if missing:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"no tags have ids {sorted(missing)}"
-        )
+        message = f"no tags have ids {missing}"
+        raise unprocessable(("body", "tag_ids"), message, missing, "not_found")
     return tags
 
 
@@ -2708,6 +2942,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # offload pool's line, or the wait for a database connection.
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(PoolTimeoutError, _overloaded)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
     if settings.profiling_enabled:
         if importlib.util.find_spec("pyinstrument") is None:
             raise SettingsError(
@@ -2730,6 +2965,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats=guard.stats,
     )
     app.include_router(router)
+    _document_errors(app)
     return app
 
 

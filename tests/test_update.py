@@ -132,6 +132,30 @@ async def test_list_reviews_runs_one_query(client: httpx.AsyncClient) -> None:
     assert [review["stars"] for review in response.json()] == [4, 5]
 '''
 
+# What 0.3.0's CHANGELOG asks of the user's own code once updated, as its new generated
+# checks point out: the input types and key pattern, and the 404 listed in OpenAPI.
+USER_FOLLOW_UP = [
+    (
+        '    comment: str = Field(default="", max_length=2000)\n',
+        '    comment: PlainText = Field(default="", max_length=2000)\n',
+    ),
+    (
+        "    id: int | None = Field(default=None, primary_key=True)\n"
+        '    item_id: int = Field(foreign_key="item.id", index=True, ondelete="CASCADE")\n',
+        '    __table_args__ = {"sqlite_autoincrement": True}\n\n'
+        "    id: int | None = Field(default=None, sa_column=key_column())\n"
+        '    item_id: int = Field(foreign_key="item.id", index=True, ondelete="CASCADE", '
+        "sa_type=BigKey)\n",
+    ),
+    (
+        '@router.post("/items/{item_id}/reviews", status_code=status.HTTP_201_CREATED)\n',
+        '@router.post(\n    "/items/{item_id}/reviews",\n    status_code=status.HTTP_201_CREATED,\n'
+        "    responses=error_responses(404),\n)\n",
+    ),
+    ("async def create_review(item_id: int,", "async def create_review(item_id: Id,"),
+    ("async def list_reviews(item_id: int,", "async def list_reviews(item_id: Id,"),
+]
+
 # A tuning default changed in place: the list routes' page size ceiling.
 TEMPLATE_PAGE_SIZE = "MAX_PAGE_SIZE = 100\n"
 USER_PAGE_SIZE = "MAX_PAGE_SIZE = 200\n"
@@ -330,6 +354,16 @@ def edited_update(template_repository: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
+def followed_up_update(edited_update: Update, tmp_path_factory: pytest.TempPathFactory) -> Update:
+    """A copy of the updated project, with the changes the CHANGELOG asks of the user's code."""
+    project = tmp_path_factory.mktemp("followed-up") / "project"
+    shutil.copytree(edited_update.project, project)
+    for old, new in USER_FOLLOW_UP:
+        edit(project / "my_service.py", old, new)
+    return Update(project, edited_update.result)
+
+
+@pytest.fixture(scope="module")
 def conflicting_update(
     template_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Update:
@@ -415,20 +449,50 @@ def test_the_updated_project_passes_strict_mypy(edited_update: Update) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_new_input_checks_name_what_the_users_code_must_change(
+    edited_update: Update,
+) -> None:
+    result = run(
+        ["pytest", "-q", "-p", "no:cacheprovider", "tests/test_input.py"], edited_update.project
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    for unbounded in (
+        "POST /items/{item_id}/reviews path item_id",
+        "GET /items/{item_id}/reviews path item_id",
+    ):
+        assert unbounded in result.stdout, result.stdout
+    assert "review: give __table_args__ sqlite_autoincrement=True" in result.stdout
+
+
+def test_the_followed_up_project_passes_ruff_and_mypy(followed_up_update: Update) -> None:
+    project = followed_up_update.project
+    for command in (
+        ["ruff", "check", "--no-cache", "."],
+        ["ruff", "format", "--check", "--diff", "--no-cache", "."],
+        ["mypy", "--cache-dir", "/dev/null", "."],
+    ):
+        result = run(command, project)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 USER_TEST_PASSED = "tests/test_reviews.py::test_list_reviews_runs_one_query PASSED"
 
 
-def test_the_updated_suite_with_the_users_tests_passes_on_sqlite(edited_update: Update) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], edited_update.project)
+def test_the_updated_suite_with_the_users_tests_passes_on_sqlite(
+    followed_up_update: Update,
+) -> None:
+    result = run(["pytest", "-v", "-p", "no:cacheprovider"], followed_up_update.project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 
 
 @pytest.mark.postgres
 def test_the_updated_suite_with_the_users_tests_passes_on_postgresql(
-    edited_update: Update,
+    followed_up_update: Update,
 ) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], edited_update.project, postgres=True)
+    result = run(
+        ["pytest", "-v", "-p", "no:cacheprovider"], followed_up_update.project, postgres=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 

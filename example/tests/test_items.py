@@ -246,7 +246,16 @@ async def test_create_item_for_unknown_owner_is_a_422_and_inserts_nothing(
     body = {"name": "Lamp", "price_cents": 1, "owner_id": 99, "tag_ids": []}
     response = await client.post("/items", json=body)
     assert response.status_code == 422
-    assert response.json() == {"detail": "no owner has id 99"}
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "owner_id"],
+                "msg": "no owner has id 99",
+                "type": "not_found",
+                "input": 99,
+            }
+        ]
+    }
     assert (await client.get("/items")).json()["items"] == []
 
 
@@ -258,7 +267,16 @@ async def test_create_item_with_unknown_tags_is_a_422_and_inserts_nothing(
     body = {"name": "Lamp", "price_cents": 1, "owner_id": owner["id"], "tag_ids": [1, 7, 8]}
     response = await client.post("/items", json=body)
     assert response.status_code == 422
-    assert response.json() == {"detail": "no tags have ids [7, 8]"}
+    assert response.json() == {
+        "detail": [
+            {
+                "loc": ["body", "tag_ids"],
+                "msg": "no tags have ids [7, 8]",
+                "type": "not_found",
+                "input": [7, 8],
+            }
+        ]
+    }
     assert (await client.get("/items")).json()["items"] == []
 
 
@@ -403,6 +421,8 @@ async def test_delete_item_runs_one_query_and_removes_its_tag_links(
     with expect_queries(1):
         response = await client.delete(f"/items/{created['id']}")
     assert response.status_code == 204
+    assert "content-type" not in response.headers
+    assert response.content == b""
     assert (await client.get(f"/items/{created['id']}")).status_code == 404
     async with app.state.sessions() as session:
         links = await session.exec(select(func.count()).select_from(ItemTagLink))

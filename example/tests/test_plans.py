@@ -30,9 +30,9 @@ from my_service import (
     refresh_owner_summaries,
 )
 
-OWNERS, TAGS, ITEMS = 2_000, 40, 5_000
+OWNERS, TAGS, ITEMS = 2_000, 40, 10_000
 # One item in ARCHIVED_EVERY is archived: enough that an index of live rows only is smaller.
-ARCHIVED_EVERY = 5
+ARCHIVED_EVERY = 3
 
 # Tables large enough in production that reading one in full is a bug; tags stay few.
 LARGE_TABLES = ("item", "itemtaglink", "owner", "ownersummary")

@@ -7,7 +7,6 @@ import httpx
 import pytest
 from fastapi import HTTPException
 
-from conftest import DATABASE_URL
 from my_service import Settings, SettingsError, create_app, query_budget
 
 
@@ -24,9 +23,9 @@ async def missing() -> None:
 
 
 @pytest.fixture
-async def profiling_client() -> AsyncIterator[httpx.AsyncClient]:
+async def profiling_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with PROFILING_ENABLED=true."""
-    app = create_app(Settings(database_url=DATABASE_URL, profiling_enabled=True))
+    app = create_app(Settings(database_url=database_url, profiling_enabled=True))
     app.get("/busy")(spend_some_cpu)
     app.get("/missing")(missing)
     transport = httpx.ASGITransport(app=app)
@@ -93,4 +92,4 @@ async def test_other_values_of_profile_answer_the_response(
 def test_profiling_without_pyinstrument_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyinstrument", None)
     with pytest.raises(SettingsError, match="PROFILING_ENABLED=true needs pyinstrument"):
-        create_app(Settings(database_url=DATABASE_URL, profiling_enabled=True))
+        create_app(Settings(profiling_enabled=True))

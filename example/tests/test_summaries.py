@@ -4,7 +4,7 @@ import asyncio
 import logging
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from conftest import DATABASE_URL, scrape
+from conftest import empty_database, migration_engine, scrape, upgrade_to_head
 from my_service import (
     CoalescingRefresher,
     OwnerSummaryRead,
@@ -42,15 +42,19 @@ def summaries(app: FastAPI) -> CoalescingRefresher:
 
 
 @pytest.fixture
-def started_app(tmp_path: Path) -> StartedApp:
+def started_app(tmp_path: Path) -> Iterator[StartedApp]:
     """Run an app of the test's own, with its settings, until the block ends.
 
     Where refreshes run alongside requests, the app needs a database with a connection
-    for each: in-memory SQLite has a single one, so these apps use a file instead.
+    for each: in-memory SQLite has a single one, so these apps get a migrated database of
+    their own (a SQLite file, or a throwaway PostgreSQL database).
     """
-    url = DATABASE_URL
-    if url == "sqlite+aiosqlite://":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'summaries.db'}"
+    with empty_database(tmp_path, "summaries") as url:
+        upgrade_to_head(migration_engine(url))
+        yield _starter(url)
+
+
+def _starter(url: str) -> StartedApp:
 
     @asynccontextmanager
     async def start(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:

@@ -1,0 +1,69 @@
+"""The generated input tests catch a lost bound: loosen a type and the suite must fail."""
+
+from pathlib import Path
+
+import pytest
+from conftest import render, run
+
+ID = "Id = Annotated[int, Field(ge=1, lt=2**63), WholeNumber]"
+PRICE = "NonNegativeInt4 = Annotated[int, Field(ge=0, lt=2**31), WholeNumber]"
+
+
+@pytest.fixture
+def project(template: Path, tmp_path: Path) -> Path:
+    return render(template, tmp_path / "project")
+
+
+def break_module(project: Path, old: str, new: str) -> None:
+    module = project / "my_service.py"
+    source = module.read_text()
+    assert old in source, f"{old!r} is not in the module any more"
+    module.write_text(source.replace(old, new))
+
+
+def test_an_id_without_its_upper_bound_fails_the_suite(project: Path) -> None:
+    break_module(project, ID, "Id = Annotated[int, Field(ge=1), WholeNumber]")
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_item_inputs.py"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "FAILED tests/test_item_inputs.py::test_an_id_no_key_can_have_is_a_422_naming_it"
+        "[GET item_id-2**63]" in result.stdout
+    )
+
+
+def test_an_id_parameter_without_bounds_fails_the_schema_check(project: Path) -> None:
+    # A plain int, as tutorials write it: nothing in the schema says 2**63 is too large.
+    break_module(project, "async def get_item(item_id: Id,", "async def get_item(item_id: int,")
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_input.py"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "integers without bounds: ['GET /items/{item_id} path item_id']" in result.stdout
+
+
+def test_the_fuzz_finds_a_bound_wider_than_the_column(project: Path) -> None:
+    wide = "async def get_item(item_id: Annotated[int, Field(ge=1, lt=2**64)],"
+    break_module(project, "async def get_item(item_id: Id,", wide)
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed" in result.stdout
+    assert "OverflowError: Python int too large to convert to SQLite INTEGER" in result.stdout
+    assert "curl -X GET http://testserver/items/1844674407370955161" in result.stdout
+
+
+def test_a_price_without_its_int4_bound_fails_the_suite(project: Path) -> None:
+    break_module(project, PRICE, "NonNegativeInt4 = Annotated[int, Field(ge=0), WholeNumber]")
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "price"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "FAILED tests/test_item_inputs.py::test_a_price_an_int4_column_cannot_hold_is_a_422"
+        "[create price_cents-2**31]" in result.stdout
+    )
+
+
+def test_accepting_true_as_an_integer_fails_the_suite(project: Path) -> None:
+    break_module(project, ", WholeNumber]", "]")
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "json_integer"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "FAILED tests/test_item_inputs.py::test_a_body_integer_must_be_a_json_integer"
+        "[create owner_id-True]" in result.stdout
+    )
