@@ -1461,7 +1461,7 @@ async def export_owner_items(
     first = _EXPORT_HEADER + await offloader.run(_csv_lines, rows)
     filename = f"owner-{owner_id}-items.csv"
     return StreamingResponse(
-        _export_rest(reads, offloader, owner_id, rows, first),
+        _export_stream(reads, offloader, owner_id, rows, first),
         media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
@@ -1544,7 +1544,7 @@ async def _export_batch(
     return (await connection.execute(_EXPORT_PAGE, page)).all()
 
 
-async def _export_rest(
+async def _export_stream(
     reads: AsyncEngine,
     offloader: Offloader,
     owner_id: int,
