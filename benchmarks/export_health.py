@@ -4,7 +4,8 @@ Usage: ``.venv/bin/python benchmarks/export_health.py [PROJECT ...]`` (default: 
 each PROJECT a rendering with the example domain. For each: create a fresh PostgreSQL
 database, start the project under uvicorn (one worker), seed one owner with 300,000 items,
 then download ``/owners/1/items.csv`` while probing ``/health`` every 5 ms on a connection
-of its own; print the probes' latency percentiles, the export's duration and its size.
+of its own and watching ``pg_stat_activity``; print the probes' latency percentiles, the
+export's duration and size, and the most service connections seen idle in a transaction.
 Not part of the test suite: the figures depend on the machine.
 """
 
@@ -69,9 +70,26 @@ def start(project: Path, database: str, port: int) -> subprocess.Popen[str]:
     raise RuntimeError(f"uvicorn did not start in {project}")
 
 
-async def measure(base: str) -> tuple[list[float], float, int]:
+async def measure(base: str, database: str) -> tuple[list[float], float, int, int]:
     latencies: list[float] = []
     done = asyncio.Event()
+
+    async def count_idle_in_transaction() -> int:
+        # The service's sessions left inside a transaction while it waits on something else.
+        most = 0
+        connection = await asyncpg.connect(f"{POSTGRES}/postgres")
+        try:
+            while not done.is_set():
+                idle: int = await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND state = 'idle in transaction'",
+                    database,
+                )
+                most = max(most, idle)
+                await asyncio.sleep(0.02)
+        finally:
+            await connection.close()
+        return most
 
     async def probe() -> None:
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -96,10 +114,11 @@ async def measure(base: str) -> tuple[list[float], float, int]:
         return time.perf_counter() - started, size
 
     prober = asyncio.create_task(probe())
+    watcher = asyncio.create_task(count_idle_in_transaction())
     await asyncio.sleep(0.2)  # probes before the export, as a baseline in the same list
     duration, size = await export()
     await prober
-    return latencies, duration, size
+    return latencies, duration, size, await watcher
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -113,7 +132,7 @@ async def bench(project: Path) -> None:
     server = start(project, database, port)
     try:
         await seed(database)
-        latencies, duration, size = await measure(f"http://127.0.0.1:{port}")
+        latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -122,7 +141,8 @@ async def bench(project: Path) -> None:
     print(
         f"{project}: export of {ROWS:,} rows, {size / 1e6:.1f} MB in {duration:.2f} s; "
         f"/health over {len(ms)} probes: p50 {statistics.median(ms):.1f} ms, "
-        f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms"
+        f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms; "
+        f"at most {idle} connection(s) idle in transaction"
     )
 
 
