@@ -302,7 +302,11 @@ def _begin_immediate(connection: Connection) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """Yield a session for one request; whatever it did not commit is rolled back."""
+    """Yield a session for one request; whatever it did not commit is rolled back.
+
+    Sessions are for writes: on SQLite, a session's transaction holds the database's write
+    lock from its first statement to its end. Read through ``ReadsDep``.
+    """
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     async with sessions() as session:
         yield session
