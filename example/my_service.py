@@ -19,6 +19,8 @@ import io
 import logging
 import os
 import random
+import re
+import secrets
 import sys
 import sysconfig
 import threading
@@ -35,10 +37,10 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
-from types import FrameType
-from typing import Annotated, Any, ParamSpec, TypeVar, cast
+from types import FrameType, MappingProxyType
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -46,6 +48,9 @@ import greenlet
 import sqlalchemy as sa
 from cachetools import TLRUCache
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import to_json
 from sqlalchemy import (
@@ -75,11 +80,14 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
+from starlette.datastructures import State
 from starlette.responses import StreamingResponse
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "EXPORT_BATCH_ROWS",
+    "GAUGE",
     "MAX_PAGE_SIZE",
     "NOT_FOUND_TTL",
     "UNGUARDED_PATHS",
@@ -95,6 +103,8 @@ __all__ = [
     "ItemRead",
     "ItemTagLink",
     "ItemUpdate",
+    "JsonLogFormatter",
+    "KitCollector",
     "OffloadDep",
     "OffloadStats",
     "Offloader",
@@ -106,6 +116,7 @@ __all__ = [
     "QueryCountError",
     "QueryRecorder",
     "ReadsDep",
+    "RequestLogMiddleware",
     "ServerTimingMiddleware",
     "SessionDep",
     "Settings",
@@ -116,8 +127,10 @@ __all__ = [
     "UTCDateTime",
     "app",
     "budget_of",
+    "configure_logging",
     "create_app",
     "create_engine",
+    "current_request_id",
     "expect_queries",
     "get_cache",
     "get_offloader",
@@ -167,6 +180,7 @@ class Settings(BaseModel):
     guard_max_waiting: int = Field(default=5, ge=0)
     guard_wait_timeout: float = Field(default=0.1, gt=0)
     slow_request_ms: float = Field(default=500.0, ge=0)
+    log_format: Literal["plain", "json"] = "plain"
 
     @field_validator("database_url")
     @classmethod
@@ -605,6 +619,234 @@ class ServerTimingMiddleware:
             )
 
 
+# Request log and metrics. Both name a request by its route template (/items/{item_id}),
+# never by its raw path: a label or field per distinct URL would grow without bound.
+
+_request_log = logging.getLogger(f"{logger.name}.requests")
+_request_ids: ContextVar[str | None] = ContextVar("_request_ids", default=None)
+# Ids from clients and proxies (UUIDs, trace ids) fit this; anything else, too long or
+# able to forge a log line, is replaced by an id of our own.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNMATCHED_ROUTE = "unmatched"
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, as returned in its ``X-Request-ID``."""
+    return _request_ids.get()
+
+
+def _note_request_id(record: logging.LogRecord) -> bool:
+    # Runs as the line is logged, inside the request: a handler may format it later.
+    record.request_id = _request_ids.get()
+    return True
+
+
+logger.addFilter(_note_request_id)
+
+
+class RequestLogMiddleware:
+    """Logs one line per request and observes its duration in the request histogram.
+
+    The request id comes from the ``X-Request-ID`` header when it is a short token of
+    safe characters, else it is made here; the response carries it back.
+    """
+
+    def __init__(self, app: ASGIApp, durations: Histogram) -> None:
+        self.app = app
+        self.durations = durations
+        self._series: dict[tuple[str, str, str], Any] = {}
+        self._paths: dict[Callable[..., Any], str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope["headers"])
+        id_header = (b"x-request-id", request_id.encode())
+        status_code = 500  # what the client gets if the app fails before it answers
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), id_header]}
+            await send(message)
+
+        token = _request_ids.set(request_id)
+        try:
+            with record_queries() as recorder:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            _request_ids.reset(token)
+            self._record(scope, status_code, time.perf_counter() - started, recorder, request_id)
+
+    def _record(
+        self,
+        scope: Scope,
+        status_code: int,
+        elapsed: float,
+        recorder: QueryRecorder,
+        request_id: str,
+    ) -> None:
+        route = self._route_template(scope)
+        # Clients may send any method name; only the standard ones become label values.
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        key = (method, route, str(status_code))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self.durations.labels(*key)
+        series.observe(elapsed)
+        if _request_log.isEnabledFor(logging.INFO):
+            _request_log.info(
+                "%s %s %d %.1f ms, %d queries, request %s",
+                method,
+                route,
+                status_code,
+                elapsed * 1000,
+                recorder.count,
+                request_id,
+                extra={
+                    "request": {
+                        "method": method,
+                        "route": route,
+                        "status": status_code,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "queries": recorder.count,
+                        "request_id": request_id,
+                    }
+                },
+            )
+
+    def _route_template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None:
+            return cast(str, route.path)
+        # FastAPI names the route of its own endpoints only; plain Starlette routes (the
+        # docs, /openapi.json) leave just their endpoint, whose path the app's routes know.
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return _UNMATCHED_ROUTE
+        if endpoint not in self._paths:
+            for candidate in scope["app"].routes:
+                if isinstance(candidate, Route):
+                    self._paths.setdefault(candidate.endpoint, candidate.path)
+        return self._paths.get(endpoint, _UNMATCHED_ROUTE)
+
+
+def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return secrets.token_hex(16)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors: time, level, logger, message, and
+    the request's fields (method, route, status, duration_ms, queries, request_id).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        # A request's own line carries all its fields; any other line, the id of its request.
+        request = getattr(record, "request", None)
+        entry.update(request or {"request_id": getattr(record, "request_id", None)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return to_json(entry).decode()
+
+
+class _StderrHandler(logging.Handler):
+    # Writes to whatever sys.stderr is when a line is logged, not when the handler was made,
+    # so that a test runner's capture of stderr sees the lines.
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+_log_handler = _StderrHandler()
+
+
+def configure_logging(log_format: Literal["plain", "json"]) -> None:
+    """Send the service's log lines, one per request among them, to stderr."""
+    _log_handler.setFormatter(
+        JsonLogFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    if _log_handler not in logger.handlers:
+        logger.addHandler(_log_handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+# The kit's counters in the Prometheus text format. Every part of the kit the app holds
+# keeps its numbers in a ``...Stats`` dataclass on its ``stats`` attribute; each field is
+# exported as ``<part>_<field>``, the part named after the class (GuardStats: guard_...).
+# A field is a counter (``_total``, only ever goes up) unless it says it is a gauge (a level
+# that goes up and down, such as requests in flight) with ``field(metadata=GAUGE)``.
+
+GAUGE = MappingProxyType({"metric": "gauge"})
+
+
+class KitCollector:
+    """Reads the stats of every part of the kit on ``state`` each time /metrics is scraped."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """One metric per numeric field of every ``stats`` dataclass, with its value now."""
+        # State keeps its attributes in _state; older Starlette versions offer no other way
+        # to list them.
+        for part in list(self.state._state.values()):
+            stats = getattr(part, "stats", None)
+            if stats is None or not is_dataclass(stats) or isinstance(stats, type):
+                continue
+            prefix = _snake_case(type(stats).__name__.removesuffix("Stats"))
+            for stat in fields(stats):
+                value = getattr(stats, stat.name)
+                if not isinstance(value, int | float):
+                    continue
+                metric = f"{prefix}_{stat.name}"
+                description = f"{type(stats).__name__}.{stat.name}"
+                if stat.metadata.get("metric") == "gauge":
+                    yield GaugeMetricFamily(metric, description, value=value)
+                else:
+                    yield CounterMetricFamily(metric, description, value=value)
+            if isinstance(part, AsyncTTLCache):
+                yield GaugeMetricFamily("cache_entries", "Entries in the cache now", len(part))
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _metrics_registry(state: State) -> tuple[CollectorRegistry, Histogram]:
+    # A registry of the app's own, not the library's global one: every app (and every test's
+    # app) counts for itself.
+    registry = CollectorRegistry()
+    registry.register(KitCollector(state))
+    durations = Histogram(
+        "http_request_duration_seconds",
+        "Time to serve a request, by method, route template and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    return registry, durations
+
+
 # Capacity: one answer for "no capacity now", whichever part ran out.
 
 
@@ -826,9 +1068,9 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
 class OffloadStats:
     """What the offload pool did since the app started."""
 
-    threads: int
-    running: int = 0
-    waiting: int = 0
+    threads: int = field(metadata=GAUGE)
+    running: int = field(default=0, metadata=GAUGE)
+    waiting: int = field(default=0, metadata=GAUGE)
     completed: int = 0
     rejected: int = 0
 
@@ -898,8 +1140,8 @@ class Offloader:
 class GuardStats:
     """What the overload guard did since the app started."""
 
-    in_flight: int = 0
-    waiting: int = 0
+    in_flight: int = field(default=0, metadata=GAUGE)
+    waiting: int = field(default=0, metadata=GAUGE)
     admitted: int = 0
     rejected_full: int = 0
     rejected_waited_too_long: int = 0
@@ -1227,16 +1469,12 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 @query_budget(0)
-async def metrics(request: Request, cache: CacheDep, offloader: OffloadDep) -> dict[str, Any]:
-    """This process's counters: the cache, the offload pool and the overload guard."""
-    guard: ConcurrencyLimit = request.app.state.guard
-    return {
-        "cache": {**asdict(cache.stats), "size": len(cache)},
-        "offload": asdict(offloader.stats),
-        "guard": asdict(guard.stats),
-    }
+async def metrics(request: Request) -> Response:
+    """This process's counters and request durations, in the Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 # The read routes' statements, built once. Reads select only the columns their responses
@@ -1606,6 +1844,7 @@ def _not_found(kind: str, key: int) -> HTTPException:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; ``settings`` defaults to those read from the environment."""
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_format)
     guard = ConcurrencyLimit(
         settings.guard_max_in_flight, settings.guard_max_waiting, settings.guard_wait_timeout
     )
@@ -1632,11 +1871,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="My Service", lifespan=lifespan)
     app.state.settings = settings
     app.state.guard = guard
+    app.state.metrics, durations = _metrics_registry(app.state)
     # No capacity answers the same 503 whichever part ran out: the guard's line, the
     # offload pool's line, or the wait for a database connection.
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(PoolTimeoutError, _overloaded)
     app.add_middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000)
+    # Inside the guard: a refused request costs no log line, and the guard counts it.
+    app.add_middleware(RequestLogMiddleware, durations=durations)
     if settings.guard_enabled:
         # Added last, so it runs first: before routing, body parsing and the session.
         app.add_middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS)

@@ -502,3 +502,43 @@ def test_an_update_across_a_migration_without_trust_is_refused_and_changes_nothi
     assert git("status", "--porcelain", cwd=project) == ""
     assert (project / ".env").read_text() == USER_ENV
     assert recorded_commit(project) == f"v{FROM_VERSION}"
+
+
+# --- From a template clone without tags ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagless_repository(template_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the template without its tags, as a fork or a shallow CI checkout may be."""
+    clone = tmp_path_factory.mktemp("tagless") / "sqlmodel-starter"
+    git("clone", "--quiet", "--no-tags", str(template_repository), str(clone), cwd=clone.parent)
+    assert git("tag", cwd=clone) == ""
+    return clone
+
+
+def test_an_update_from_a_clone_without_tags_still_runs_the_migration(
+    tagless_repository: Path, tmp_path: Path
+) -> None:
+    # Copier sees versions like 0.0.0.post1.dev0+<sha> here, and would skip a migration
+    # keyed on version 0.2.0: the .env would keep names the service no longer reads.
+    release = git("rev-list", "--max-parents=0", "HEAD", cwd=tagless_repository).strip()
+    project = render(tagless_repository, tmp_path / "project", vcs_ref=release)
+    git("init", "--quiet", "--initial-branch=main", cwd=project)
+    git("add", "--all", cwd=project)
+    git("commit", "--quiet", "--message", "Generate from a fork", cwd=project)
+    (project / ".env").write_text(USER_ENV)
+    outcome = update(project)
+    assert "No git tags found" in outcome.result.stderr, outcome.explain()
+    assert (project / ".env").read_text() == MIGRATED_ENV, outcome.explain()
+    assert not conflict_leftovers(project), outcome.explain()
+    newest = git("describe", "--tags", "--always", cwd=tagless_repository).strip()
+    assert recorded_commit(project) == newest
+
+
+def test_every_migration_runs_on_every_update_whatever_the_versions() -> None:
+    config = yaml.safe_load((ROOT / "copier.yml").read_text())
+    for migration in config["_migrations"]:
+        assert "version" not in migration, (
+            f"{migration}: a migration keyed on a version is skipped in a clone without tags; "
+            "key the script on what it finds in the project instead"
+        )

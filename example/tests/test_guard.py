@@ -2,12 +2,11 @@
 
 import asyncio
 import contextlib
-import json
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from conftest import eventually
+from conftest import eventually, scrape
 from my_service import ConcurrencyLimit, OverloadGuard, expect_queries
 
 
@@ -182,13 +181,13 @@ async def test_metrics_report_the_guard_counters(client: httpx.AsyncClient) -> N
     await client.get("/health")  # exempt: not counted
     await client.get("/openapi.json")
     with expect_queries(0):
-        guard = (await client.get("/metrics")).json()["guard"]
+        samples = await scrape(client)
+    guard = {name: value for name, value in samples.items() if name.startswith("guard_")}
     assert guard == {
-        "in_flight": 0,
-        "waiting": 0,
-        "admitted": 1,
-        "rejected_full": 0,
-        "rejected_waited_too_long": 0,
-        "gone_while_waiting": 0,
+        "guard_in_flight": 0,
+        "guard_waiting": 0,
+        "guard_admitted_total": 1,
+        "guard_rejected_full_total": 0,
+        "guard_rejected_waited_too_long_total": 0,
+        "guard_gone_while_waiting_total": 0,
     }
-    assert json.dumps(guard)

@@ -19,6 +19,7 @@ from sqlmodel import select
 from starlette.types import Message, Receive, Scope, Send
 
 import my_service
+from conftest import scrape
 from my_service import (
     MAX_PAGE_SIZE,
     Item,
@@ -314,14 +315,15 @@ async def test_metrics_report_the_cache_counters(client: httpx.AsyncClient) -> N
     for _ in range(3):
         await client.get(f"/items/{item['id']}")
     with expect_queries(0):
-        cache = (await client.get("/metrics")).json()["cache"]
+        samples = await scrape(client)
+    cache = {name: value for name, value in samples.items() if name.startswith("cache_")}
     assert cache == {
-        "hits": 2,
-        "misses": 1,
-        "loads": 1,
-        "coalesced": 0,
-        "load_errors": 0,
-        "size": 1,
+        "cache_hits_total": 2,
+        "cache_misses_total": 1,
+        "cache_loads_total": 1,
+        "cache_coalesced_total": 0,
+        "cache_load_errors_total": 0,
+        "cache_entries": 1,
     }
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import scrape
+
 # A service with one slow route, so that a flood of requests overloads it for sure.
 FLOODED_APP = """
 import asyncio
@@ -93,6 +95,7 @@ async def test_a_flooded_server_answers_200_or_503_and_stays_healthy(server: str
             for response in responses
             if response.status_code == 503
         )
-        guard = (await client.get("/metrics")).json()["guard"]
-        assert guard["admitted"] == statuses[200]
-        assert guard["rejected_full"] + guard["rejected_waited_too_long"] == statuses[503]
+        samples = await scrape(client)
+        assert samples["guard_admitted_total"] == statuses[200]
+        refused = ("guard_rejected_full_total", "guard_rejected_waited_too_long_total")
+        assert sum(samples[name] for name in refused) == statuses[503]

@@ -84,6 +84,7 @@ def test_a_refused_url_is_shown_with_its_password_masked() -> None:
         ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE='0': Input should be greater than or"),
         ("DATABASE_ECHO", "maybe", "DATABASE_ECHO='maybe': Input should be a valid boolean"),
         ("DATABASE_URL", "mysql://db/app", "want sqlite+aiosqlite:///path/to/file.db"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': Input should be 'plain' or 'json'"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_variable(
