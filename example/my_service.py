@@ -105,6 +105,7 @@ __all__ = [
     "ItemUpdate",
     "JsonLogFormatter",
     "KitCollector",
+    "LoopLag",
     "OffloadDep",
     "OffloadStats",
     "Offloader",
@@ -116,6 +117,7 @@ __all__ = [
     "QueryCountError",
     "QueryRecorder",
     "ReadsDep",
+    "RequestBodyLimit",
     "RequestLogMiddleware",
     "ServerTimingMiddleware",
     "SessionDep",
@@ -177,8 +179,13 @@ class Settings(BaseModel):
     offload_wait_timeout: float = Field(default=5.0, gt=0)
     guard_enabled: bool = True
     guard_max_in_flight: int = Field(default=10, ge=1)
-    guard_max_waiting: int = Field(default=5, ge=0)
+    guard_max_waiting: int = Field(default=20, ge=0)
     guard_wait_timeout: float = Field(default=0.1, gt=0)
+    guard_min_in_flight: int = Field(default=5, ge=1)
+    guard_standing_wait_timeout: float = Field(default=0.005, gt=0)
+    guard_adaptive: bool = True
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    body_read_timeout: float = Field(default=10.0, gt=0)
     slow_request_ms: float = Field(default=500.0, ge=0)
     log_format: Literal["plain", "json"] = "plain"
 
@@ -1140,40 +1147,109 @@ class Offloader:
 class GuardStats:
     """What the overload guard did since the app started."""
 
+    limit: int = field(default=0, metadata=GAUGE)
     in_flight: int = field(default=0, metadata=GAUGE)
     waiting: int = field(default=0, metadata=GAUGE)
     admitted: int = 0
     rejected_full: int = 0
     rejected_waited_too_long: int = 0
+    rejected_standing_line: int = 0
     gone_while_waiting: int = 0
+    loop_lag_ms: float = field(default=0.0, metadata=GAUGE)
+    reading_bodies: int = field(default=0, metadata=GAUGE)
+    bodies_too_large: int = 0
+    bodies_too_slow: int = 0
+
+
+@dataclass(slots=True)
+class _Waiter:
+    place: "asyncio.Future[bool]"
+    since: float
+    cut: bool = False
 
 
 class ConcurrencyLimit:
-    """Admits at most ``max_in_flight`` holders at once; a short, bounded line waits.
+    """Admits as many requests at once as the service serves quickly; a short line waits.
 
-    ``acquire`` returns True once admitted, False when the line is full or the wait ran
-    out; every True must be paired with one ``release``. The limits are constants; an
-    adaptive limit (Vegas, Gradient2) can replace them behind the same two methods.
+    ``acquire`` returns True once admitted, False when refused; every True is paired with
+    one ``release``, given the holder's arrival time (on ``clock``) so that its latency
+    feeds the limit.
+
+    The limit adapts between ``min_in_flight`` and ``max_in_flight`` (the database pool) as
+    Netflix's Gradient2 does: over each window of ``window`` (at least 10) admitted requests
+    it compares their average latency with a baseline, shrinks the limit when latency rises
+    past ``tolerance`` times the baseline, and grows it a little each window while it does
+    not. Averages, not minimums: a minimum latency would shed too much.
+    The line follows "Fail at Scale": a request waits up to ``wait_timeout``, but once the
+    line has not been empty for ``wait_timeout`` (a standing queue, not a burst) it waits at
+    most ``standing_wait_timeout`` and the newest is served first, since it is the likeliest
+    still to have a client waiting for it. After ``idle_reset`` seconds with nothing in
+    flight the limit starts again from its ceiling: an idle worker has nothing queued, and
+    the next burst should find the room it has.
     """
 
-    def __init__(self, max_in_flight: int, max_waiting: int, wait_timeout: float) -> None:
+    def __init__(
+        self,
+        max_in_flight: int,
+        max_waiting: int,
+        wait_timeout: float,
+        *,
+        min_in_flight: int = 1,
+        standing_wait_timeout: float = 0.005,
+        adaptive: bool = True,
+        window: int = 10,
+        tolerance: float = 1.5,
+        smoothing: float = 0.2,
+        idle_reset: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not 1 <= min_in_flight <= max_in_flight:
+            raise ValueError(
+                f"want 1 <= min_in_flight <= max_in_flight, got {min_in_flight} and {max_in_flight}"
+            )
+        if window < 10:
+            raise ValueError(f"want a window of at least 10 samples, got {window}")
         self.max_in_flight = max_in_flight
+        self.min_in_flight = min_in_flight
         self.max_waiting = max_waiting
         self.wait_timeout = wait_timeout
-        self.stats = GuardStats()
-        self._line: deque[asyncio.Future[bool]] = deque()
+        self.standing_wait_timeout = standing_wait_timeout
+        self.adaptive = adaptive
+        self.window = window
+        self.tolerance = tolerance
+        self.smoothing = smoothing
+        self.idle_reset = idle_reset
+        self.clock = clock
+        self.stats = GuardStats(limit=max_in_flight)
+        self._estimate = float(max_in_flight)
+        self._baseline: float | None = None
+        self._window_total = 0.0
+        self._window_count = 0
+        self._window_peak = 0
+        self._line: deque[_Waiter] = deque()
+        self._line_since = 0.0
+        self._idle_since = clock()
+
+    @property
+    def limit(self) -> int:
+        """How many requests may be in flight now."""
+        return self.stats.limit
 
     def try_acquire(self) -> bool:
         """Take a place if one is free and nobody waits for it; never waits."""
         stats = self.stats
-        if stats.in_flight < self.max_in_flight and not self._line:
+        if stats.in_flight == 0 and stats.limit < self.max_in_flight:
+            self._reset_if_idle()
+        if stats.in_flight < stats.limit and not self._line:
             stats.in_flight += 1
             stats.admitted += 1
+            self._window_peak = max(self._window_peak, stats.in_flight)
             return True
         return False
 
     def line_is_full(self) -> bool:
         """True, and counted as a refusal, when no one more may wait."""
+        self._cut_standing_line(self.clock())
         if len(self._line) < self.max_waiting:
             return False
         self.stats.rejected_full += 1
@@ -1187,14 +1263,18 @@ class ConcurrencyLimit:
             return False
         stats = self.stats
         loop = asyncio.get_running_loop()
-        place: asyncio.Future[bool] = loop.create_future()
-        self._line.append(place)
+        now = self.clock()
+        if not self._line:
+            self._line_since = now
+        waiter = _Waiter(loop.create_future(), now)
+        self._line.append(waiter)
         stats.waiting += 1
-        timer = loop.call_later(self.wait_timeout, _expire, place)
+        timer = loop.call_later(self.wait_timeout, _expire, waiter.place)
         try:
-            admitted = await place
+            admitted = await waiter.place
         except asyncio.CancelledError:
-            # The slot may have been handed over just as the waiter was cancelled.
+            # The place may have been handed over just as the waiter was cancelled.
+            place = waiter.place
             if place.done() and not place.cancelled() and place.result():
                 self.release()
             stats.gone_while_waiting += 1
@@ -1202,27 +1282,114 @@ class ConcurrencyLimit:
         finally:
             timer.cancel()
             stats.waiting -= 1
-            if place in self._line:
-                self._line.remove(place)
+            if waiter in self._line:
+                self._line.remove(waiter)
         if admitted:
             stats.admitted += 1
+        elif waiter.cut:
+            stats.rejected_standing_line += 1
         else:
             stats.rejected_waited_too_long += 1
         return admitted
 
-    def release(self) -> None:
-        """Give the place back: to the first in line, else to the pool."""
-        while self._line:
-            place = self._line.popleft()
-            if not place.done():
-                place.set_result(True)
-                return
+    def release(self, arrived: float | None = None) -> None:
+        """Give the place back; ``arrived`` (on ``clock``) makes the request a sample."""
+        now = self.clock()
+        if arrived is not None and self.adaptive:
+            self._sample(now - arrived)
         self.stats.in_flight -= 1
+        self._cut_standing_line(now)
+        self._hand_over(now)
+        if self.stats.in_flight == 0:
+            self._idle_since = now
+
+    def _reset_if_idle(self) -> None:
+        if self.clock() - self._idle_since >= self.idle_reset:
+            self._estimate = float(self.max_in_flight)
+            self.stats.limit = self.max_in_flight
+
+    def _hand_over(self, now: float) -> None:
+        stats = self.stats
+        line = self._line
+        while line and stats.in_flight < stats.limit:
+            # Oldest first while the line is a passing burst, newest first once it stands.
+            waiter = line.pop() if self._standing(now) else line.popleft()
+            if not waiter.place.done():
+                stats.in_flight += 1
+                self._window_peak = max(self._window_peak, stats.in_flight)
+                waiter.place.set_result(True)
+        if not line:
+            self._line_since = now
+
+    def _standing(self, now: float) -> bool:
+        return bool(self._line) and now - self._line_since >= self.wait_timeout
+
+    def _cut_standing_line(self, now: float) -> None:
+        # In a standing line the oldest have waited longest and are at the front: refuse
+        # them once past the short deadline, rather than serve requests nobody awaits.
+        line = self._line
+        if not self._standing(now):
+            return
+        while line and now - line[0].since >= self.standing_wait_timeout:
+            waiter = line.popleft()
+            waiter.cut = True
+            _expire(waiter.place)
+        if not line:
+            self._line_since = now
+
+    def _sample(self, latency: float) -> None:
+        self._window_total += latency
+        self._window_count += 1
+        if self._window_count < self.window:
+            return
+        recent = self._window_total / self._window_count
+        unloaded = self._window_peak <= self.min_in_flight
+        self._window_total, self._window_count = 0.0, 0
+        self._window_peak = self.stats.in_flight
+        # The baseline is the latency of unloaded service: it follows any better window, and
+        # windows served at the minimum concurrency, where queueing cannot inflate it. It
+        # never creeps up with the load it is meant to detect.
+        if self._baseline is None or recent < self._baseline or unloaded:
+            self._baseline = recent
+        gradient = min(1.0, max(0.5, self.tolerance * self._baseline / recent))
+        wanted = self._estimate * gradient + 1
+        smoothed = self._estimate * (1 - self.smoothing) + wanted * self.smoothing
+        self._estimate = min(max(smoothed, self.min_in_flight), self.max_in_flight)
+        self.stats.limit = int(self._estimate)
 
 
 def _expire(place: "asyncio.Future[bool]") -> None:
     if not place.done():
         place.set_result(False)
+
+
+class LoopLag:
+    """How late the event loop runs a timer: the wait a new request has before any code sees it.
+
+    A request that reaches the guard has already waited for the loop to finish the turn in
+    progress; middleware cannot time that wait, but a timer that should fire every
+    ``interval`` seconds shows it, so the guard counts a request as arrived that much earlier.
+    """
+
+    def __init__(self, stats: GuardStats, interval: float = 0.025) -> None:
+        self.stats = stats
+        self.interval = interval
+        self.seconds = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> None:
+        """Start measuring on the running loop, once."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_at(loop.time() + self.interval, self._tick, loop, loop.time() + self.interval)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        now = loop.time()
+        self.seconds = max(0.0, now - due)
+        self.stats.loop_lag_ms = round(self.seconds * 1000, 3)
+        if self._loop is loop and not loop.is_closed():
+            loop.call_at(now + self.interval, self._tick, loop, now + self.interval)
 
 
 # Health checks and metrics must answer under any load, so the guard lets them through.
@@ -1232,11 +1399,11 @@ UNGUARDED_PATHS = ("/health", "/metrics")
 class OverloadGuard:
     """Sheds load before it queues up: a 503 with Retry-After at once, not a timeout later.
 
-    Pure ASGI and outermost, so a refused request costs no routing, body parsing or
-    database session, and a write is either refused before it starts or runs to its end.
-    Health and metrics paths bypass it: a health check that fails under load turns
-    overload into restarts. Why not uvicorn's ``--limit-concurrency``: it counts open
-    connections (idle keep-alives too), has no waiting line, answers plain-text 503s
+    Pure ASGI and outermost but for the body limit, so a refused request costs no routing,
+    body parsing or database session, and a write is either refused before it starts or
+    runs to its end. Health and metrics paths bypass it: a health check that fails under
+    load turns overload into restarts. Why not uvicorn's ``--limit-concurrency``: it counts
+    open connections (idle keep-alives too), has no waiting line, answers plain-text 503s
     without Retry-After, and cannot exempt the health check.
     """
 
@@ -1244,18 +1411,23 @@ class OverloadGuard:
         self.app = app
         self.limit = limit
         self.exempt = frozenset(exempt)
+        self.lag = LoopLag(limit.stats)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if not self.limit.try_acquire():
+        limit = self.limit
+        self.lag.watch()
+        # Latency counts from arrival: the loop's current lag is how long ago that was.
+        arrived = limit.clock() - self.lag.seconds
+        if not limit.try_acquire():
             # A full line refuses at once: no task, no timer, nothing read.
-            if self.limit.line_is_full():
+            if limit.line_is_full():
                 await send_overloaded(send)
                 return
             started = time.perf_counter()
-            admitted, receive = await _wait_in_line(self.limit, receive)
+            admitted, receive = await _wait_in_line(limit, receive)
             scope["queue_wait"] = time.perf_counter() - started
             if not admitted:
                 await send_overloaded(send)
@@ -1263,7 +1435,7 @@ class OverloadGuard:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.limit.release()
+            limit.release(arrived)
 
 
 async def _wait_in_line(limit: ConcurrencyLimit, receive: Receive) -> tuple[bool, Receive]:
@@ -1302,6 +1474,118 @@ def _leave_line(limit: ConcurrencyLimit, waiting: "asyncio.Future[bool]") -> Non
         waiting.cancel()
     elif not waiting.cancelled() and waiting.result():
         limit.release()
+
+
+# Request bodies: bounded in size and in time, read before the guard admits the request.
+
+
+class RequestBodyLimit:
+    """Reads each request body whole before the app (and the guard) sees the request.
+
+    A place in the guard is for work, not for waiting on a slow client: a body that
+    trickles in is read here, outside the limit, and one that has not arrived within
+    ``timeout`` seconds is answered 408. A body over ``max_bytes`` is answered 413, from
+    its Content-Length before any of it is read, or as soon as a chunked body passes it.
+    Requests without a body pass straight through.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, stats: GuardStats) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.stats = stats
+        self._too_large = _error_response(
+            413, f"the request body is larger than the limit of {max_bytes} bytes (MAX_BODY_BYTES)"
+        )
+        self._too_slow = _error_response(
+            408, f"the request body did not arrive within {timeout:g} s (BODY_READ_TIMEOUT)"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _announced_body(scope)
+        if length == 0:
+            await self.app(scope, receive, send)
+            return
+        if length is not None and length > self.max_bytes:
+            self.stats.bodies_too_large += 1
+            await self._send(send, self._too_large)
+            return
+        stats = self.stats
+        stats.reading_bodies += 1
+        try:
+            body = await self._read(receive)
+        except TimeoutError:
+            stats.bodies_too_slow += 1
+            await self._send(send, self._too_slow)
+            return
+        except _BodyTooLarge:
+            stats.bodies_too_large += 1
+            await self._send(send, self._too_large)
+            return
+        finally:
+            stats.reading_bodies -= 1
+        if body is None:
+            return  # the client went away
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        async with asyncio.timeout(self.timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise _BodyTooLarge  # enough to know; the rest is never read
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Send, response: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
+        status_code, headers, body = response
+        await send({"type": "http.response.start", "status": status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _announced_body(scope: Scope) -> int | None:
+    # The body's length if the headers give it, None for a chunked body of unknown length.
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+        if name == b"transfer-encoding":
+            return None
+    return 0
+
+
+def _error_response(status_code: int, detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    # The connection is closed after it: the rest of the body is never read.
+    body = to_json({"detail": detail})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    return status_code, headers, body
 
 
 # JSON responses serialized once
@@ -1846,7 +2130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_format)
     guard = ConcurrencyLimit(
-        settings.guard_max_in_flight, settings.guard_max_waiting, settings.guard_wait_timeout
+        settings.guard_max_in_flight,
+        settings.guard_max_waiting,
+        settings.guard_wait_timeout,
+        # The floor never exceeds the ceiling: GUARD_MAX_IN_FLIGHT=1 needs no other change.
+        min_in_flight=min(settings.guard_min_in_flight, settings.guard_max_in_flight),
+        standing_wait_timeout=settings.guard_standing_wait_timeout,
+        adaptive=settings.guard_adaptive,
     )
 
     @asynccontextmanager
@@ -1880,8 +2170,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside the guard: a refused request costs no log line, and the guard counts it.
     app.add_middleware(RequestLogMiddleware, durations=durations)
     if settings.guard_enabled:
-        # Added last, so it runs first: before routing, body parsing and the session.
+        # Runs before routing, body parsing and the session.
         app.add_middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS)
+    # Added last, so it runs first: a slow body is read before the guard gives it a place.
+    app.add_middleware(
+        RequestBodyLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_read_timeout,
+        stats=guard.stats,
+    )
     app.include_router(router)
     return app
 

@@ -1,38 +1,52 @@
-"""Load-test a running service: req/s, latency, errors, 503s and SQL statements per request.
+"""Load-test a running service: goodput, latency, 503s, timeouts and SQL statements per request.
 
 Point it at routes of a service you run, for instance::
 
     python loadtest.py http://127.0.0.1:8000/items http://127.0.0.1:8000/items/1 \\
-        --concurrency 32 --duration 10
+        --clients 32 --duration 10 --processes 2
 
-Each of the ``--concurrency`` clients sends GET requests one after another, cycling through
-the URLs, until ``--duration`` seconds have passed (or ``--max-requests`` were sent); nothing
-is retried, and a request unanswered after ``--timeout`` seconds counts as a timeout.
-Queries per request come from the ``Server-Timing`` header the service adds
-(``db;dur=..;desc="N queries"``). Latency includes this client's own time: compare runs made
-the same way, and give the service a core of its own (``taskset``) when you can.
+Three kinds of clients, because real ones differ (``--model``):
+
+- ``storm``: each of ``--clients`` sends one request after another and retries a 503 at
+  once, ignoring ``Retry-After``: a retry storm, the worst case for the service.
+- ``polite``: the same clients, but a 503 makes them wait ``Retry-After`` seconds (with
+  jitter), or back off exponentially when the header is missing.
+- ``open``: requests arrive at ``--rate`` per second (Poisson), whatever the answers; the
+  latency counts from the scheduled send time, so a client that falls behind does not hide
+  the service's slowness (no coordinated omission).
+
+The load runs in ``--processes`` processes, each with its share of the clients or the rate,
+on plain asyncio streams (HTTP/1.1, keep-alive). Each process measures its own CPU time:
+when one was busy nearly all the run, the client, not the service, set the pace, and the
+report says so. A request unanswered after ``--timeout`` seconds counts as a timeout.
+Queries per request come from the ``Server-Timing`` header (``db;dur=..;desc="N queries"``).
 """
 
 import argparse
 import asyncio
+import concurrent.futures
 import itertools
+import random
 import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import httpx
+from urllib.parse import urlsplit
 
 _QUERIES = re.compile(r'desc="(\d+) queries"')
+# A process busier than this was the bottleneck, or close enough to distort the figures.
+CLIENT_BUSY = 0.85
+MODELS = ("storm", "polite", "open")
 
 
 @dataclass
 class RouteStats:
     """What the requests to one URL got back."""
 
-    latencies: list[float] = field(default_factory=list)
+    admitted: list[float] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     queries: list[int] = field(default_factory=list)
     timeouts: int = 0
@@ -49,81 +63,255 @@ class RouteStats:
         failed = sum(count for status, count in self.statuses.items() if status >= 400)
         return failed - self.statuses[503] + self.transport_errors
 
-    def percentile_ms(self, percent: float) -> float:
-        """The latency below which ``percent`` of the answered requests fall, in ms."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))] * 1000
-
     def merge(self, other: "RouteStats") -> None:
         """Add ``other``'s requests to these."""
-        self.latencies += other.latencies
+        self.admitted += other.admitted
+        self.refused += other.refused
         self.statuses += other.statuses
         self.queries += other.queries
         self.timeouts += other.timeouts
         self.transport_errors += other.transport_errors
 
 
-async def run(
-    urls: Sequence[str],
-    concurrency: int,
-    duration: float,
-    request_timeout: float,
-    max_requests: int | None,
-    headers: dict[str, str],
-) -> dict[str, RouteStats]:
-    """Send requests from ``concurrency`` clients until the duration or the count is spent."""
-    stats = {url: RouteStats() for url in urls}
-    deadline = time.perf_counter() + duration
-    budget: Iterator[int] = itertools.count() if max_requests is None else iter(range(max_requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+@dataclass
+class ProcessReport:
+    """One load process's figures, and how busy it was."""
 
-    async def client(number: int, http: httpx.AsyncClient) -> None:
-        for url in itertools.islice(itertools.cycle(urls), number % len(urls), None):
-            if time.perf_counter() >= deadline or next(budget, None) is None:
-                return
-            await _send(http, url, stats[url])
-
-    async with httpx.AsyncClient(limits=limits, timeout=request_timeout, headers=headers) as http:
-        await asyncio.gather(*(client(number, http) for number in range(concurrency)))
-    return stats
+    stats: dict[str, RouteStats]
+    wall_seconds: float
+    cpu_seconds: float
+    late_sends: list[float] = field(default_factory=list)
 
 
-async def _send(http: httpx.AsyncClient, url: str, stats: RouteStats) -> None:
-    started = time.perf_counter()
+@dataclass
+class Plan:
+    """What one process does."""
+
+    urls: list[str]
+    model: str
+    clients: int
+    rate: float
+    duration: float
+    timeout: float
+    headers: dict[str, str]
+    seed: int
+
+
+@dataclass(slots=True)
+class Answer:
+    """One response: its status, the headers the report needs, and nothing else."""
+
+    status: int
+    retry_after: float | None
+    server_timing: str
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, reopened after a close or a failure."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        if parts.scheme != "http":
+            raise SystemExit(f"only http:// URLs are supported, not {url!r}")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._head = f"Host: {parts.netloc}\r\n{extra}\r\n".encode()
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, target: str) -> Answer:
+        """Send one GET and read its answer."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        writer.write(f"GET {target} HTTP/1.1\r\n".encode() + self._head)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while size := int((await reader.readline()).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        else:
+            await reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        retry_after = headers.get("retry-after", "")
+        return Answer(
+            status,
+            float(retry_after) if retry_after.isdigit() else None,
+            headers.get("server-timing", ""),
+        )
+
+    def close(self) -> None:
+        """Drop the connection; the next request opens a new one."""
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+def _target(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+async def _send(
+    connection: Connection, url: str, patience: float, stats: RouteStats, since: float
+) -> Answer | None:
+    # ``since`` is when the request should have gone out: the latency counts from there.
     try:
-        response = await http.get(url)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(patience):
+            answer = await connection.get(_target(url))
+    except TimeoutError:
+        connection.close()
         stats.timeouts += 1
-        return
-    except httpx.TransportError:
+        return None
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        connection.close()
         stats.transport_errors += 1
-        return
-    stats.latencies.append(time.perf_counter() - started)
-    stats.statuses[response.status_code] += 1
-    match = _QUERIES.search(response.headers.get("server-timing", ""))
+        return None
+    latency = time.perf_counter() - since
+    stats.statuses[answer.status] += 1
+    if 200 <= answer.status < 300:
+        stats.admitted.append(latency)
+    elif answer.status == 503:
+        stats.refused.append(latency)
+    match = _QUERIES.search(answer.server_timing)
     if match:
         stats.queries.append(int(match.group(1)))
+    return answer
 
 
-def report(stats: dict[str, RouteStats], seconds: float) -> str:
-    """A table of every URL, then all of them together."""
+async def _closed_loop(plan: Plan, stats: dict[str, RouteStats], deadline: float) -> None:
+    rng = random.Random(plan.seed)
+
+    async def client(number: int) -> None:
+        connection = Connection(plan.urls[0], plan.headers)
+        failures = 0
+        try:
+            for url in itertools.islice(itertools.cycle(plan.urls), number, None):
+                if time.perf_counter() >= deadline:
+                    return
+                answer = await _send(connection, url, plan.timeout, stats[url], time.perf_counter())
+                if answer is None or answer.status != 503 or plan.model == "storm":
+                    failures = 0
+                    continue
+                # A polite client: Retry-After with jitter, else exponential backoff.
+                failures += 1
+                delay = answer.retry_after or min(0.05 * 2**failures, 5.0)
+                await asyncio.sleep(
+                    min(delay * rng.uniform(0.5, 1.5), deadline - time.perf_counter())
+                )
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client(number) for number in range(plan.clients)))
+
+
+async def _open_loop(
+    plan: Plan, stats: dict[str, RouteStats], deadline: float, late: list[float]
+) -> None:
+    rng = random.Random(plan.seed)
+    idle: list[Connection] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def request(url: str, scheduled: float) -> None:
+        connection = idle.pop() if idle else Connection(url, plan.headers)
+        await _send(connection, url, plan.timeout, stats[url], scheduled)
+        idle.append(connection)
+
+    scheduled = time.perf_counter()
+    for url in itertools.cycle(plan.urls):
+        scheduled += rng.expovariate(plan.rate)
+        if scheduled >= deadline:
+            break
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late.append(-delay)
+        task = asyncio.create_task(request(url, scheduled))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.wait(running)
+    for connection in idle:
+        connection.close()
+
+
+def run_process(plan: Plan) -> ProcessReport:
+    """Run one process's share of the load and measure its own CPU time."""
+    stats = {url: RouteStats() for url in plan.urls}
+    late: list[float] = []
+    started, cpu_started = time.perf_counter(), time.process_time()
+    deadline = started + plan.duration
+    if plan.model == "open":
+        asyncio.run(_open_loop(plan, stats, deadline, late))
+    else:
+        asyncio.run(_closed_loop(plan, stats, deadline))
+    return ProcessReport(
+        stats, time.perf_counter() - started, time.process_time() - cpu_started, late
+    )
+
+
+def run(plans: Sequence[Plan]) -> list[ProcessReport]:
+    """Run each plan in a process of its own, all at once."""
+    if len(plans) == 1:
+        return [run_process(plans[0])]
+    with concurrent.futures.ProcessPoolExecutor(len(plans)) as pool:
+        return list(pool.map(run_process, plans))
+
+
+def _percentile_ms(values: list[float], percent: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))] * 1000
+
+
+def report(reports: Sequence[ProcessReport], seconds: float) -> str:
+    """A table of every URL, all of them together, then whether the client kept up."""
+    urls = list(reports[0].stats)
+    stats = {url: RouteStats() for url in urls}
+    for process in reports:
+        for url, route in process.stats.items():
+            stats[url].merge(route)
     total = RouteStats()
     for route in stats.values():
         total.merge(route)
     rows = [*stats.items(), ("all", total)] if len(stats) > 1 else list(stats.items())
     width = max(len(url) for url, _ in rows)
     lines = [
-        f"{'url'.ljust(width)}  {'requests':>8}  {'req/s':>8}  {'p50 ms':>8}  {'p99 ms':>8}  "
-        f"{'errors':>6}  {'503s':>6}  {'timeouts':>8}  {'queries/req':>11}"
+        f"{'url'.ljust(width)}  {'requests':>8}  {'goodput/s':>9}  {'p50 ms':>8}  {'p99 ms':>8}  "
+        f"{'503s':>6}  {'p50 503 ms':>10}  {'errors':>6}  {'timeouts':>8}  {'queries/req':>11}"
     ]
     for url, route in rows:
         queries = f"{statistics.mean(route.queries):.1f}" if route.queries else "-"
         lines.append(
-            f"{url.ljust(width)}  {route.requests:>8}  {route.requests / seconds:>8.1f}  "
-            f"{route.percentile_ms(50):>8.1f}  {route.percentile_ms(99):>8.1f}  "
-            f"{route.errors:>6}  {route.statuses[503]:>6}  {route.timeouts:>8}  {queries:>11}"
+            f"{url.ljust(width)}  {route.requests:>8}  {len(route.admitted) / seconds:>9.1f}  "
+            f"{_percentile_ms(route.admitted, 50):>8.1f}  "
+            f"{_percentile_ms(route.admitted, 99):>8.1f}  "
+            f"{route.statuses[503]:>6}  {_percentile_ms(route.refused, 50):>10.1f}  "
+            f"{route.errors:>6}  {route.timeouts:>8}  {queries:>11}"
+        )
+    lines.append("latency of admitted (2xx) requests; a 503's latency is reported apart")
+    busiest = max(process.cpu_seconds / process.wall_seconds for process in reports)
+    late = sorted(delay for process in reports for delay in process.late_sends)
+    lines.append(
+        f"client: {len(reports)} process(es), the busiest used {busiest * 100:.0f}% of a core"
+    )
+    if busiest >= CLIENT_BUSY:
+        lines.append(
+            "WARNING: the client, not the service, was the bottleneck: its figures understate "
+            "the service. Add --processes (one per free core), or run it on another machine."
+        )
+    if late and _percentile_ms(late, 50) > 1:
+        lines.append(
+            f"WARNING: the open-loop client sent late (median {_percentile_ms(late, 50):.1f} ms "
+            "behind schedule): it could not keep up with --rate; add --processes."
         )
     return "\n".join(lines)
 
@@ -131,28 +319,42 @@ def report(stats: dict[str, RouteStats], seconds: float) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, run the load, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("urls", nargs="+", help="full URLs to GET, taken in turn")
-    parser.add_argument("--concurrency", type=int, default=16, help="clients at once")
+    parser.add_argument("urls", nargs="+", help="full http:// URLs to GET, taken in turn")
+    parser.add_argument("--model", choices=MODELS, default="storm", help="kind of client")
+    parser.add_argument("--clients", type=int, default=16, help="clients at once (storm, polite)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (open)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
-    parser.add_argument("--max-requests", type=int, help="stop after this many requests")
+    parser.add_argument("--processes", type=int, default=1, help="client processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random choices")
     parser.add_argument(
         "--header", action="append", default=[], help="NAME: VALUE to send, repeatable"
     )
     args = parser.parse_args(argv)
-    if args.concurrency < 1 or args.duration <= 0 or args.timeout <= 0:
-        parser.error("--concurrency, --duration and --timeout must be positive")
+    if min(args.clients, args.processes) < 1 or min(args.rate, args.duration, args.timeout) <= 0:
+        parser.error("--clients, --processes, --rate, --duration and --timeout must be positive")
     headers = {}
     for header in args.header:
         name, colon, value = header.partition(":")
         if not colon:
             parser.error(f"--header wants NAME: VALUE, got {header!r}")
         headers[name.strip()] = value.strip()
-    started = time.perf_counter()
-    stats = asyncio.run(
-        run(args.urls, args.concurrency, args.duration, args.timeout, args.max_requests, headers)
-    )
-    print(report(stats, time.perf_counter() - started))
+    processes = min(args.processes, args.clients) if args.model != "open" else args.processes
+    plans = [
+        Plan(
+            urls=args.urls,
+            model=args.model,
+            clients=args.clients // processes + (number < args.clients % processes),
+            rate=args.rate / processes,
+            duration=args.duration,
+            timeout=args.timeout,
+            headers=headers,
+            seed=args.seed * 1000 + number,
+        )
+        for number in range(processes)
+    ]
+    reports = run(plans)
+    print(report(reports, max(process.wall_seconds for process in reports)))
 
 
 if __name__ == "__main__":

@@ -61,11 +61,11 @@ def test_slug_and_module_derive_from_the_name(
     assert (project / f"{module}.py").is_file()
 
 
-def test_the_waiting_line_defaults_to_half_the_requests_in_flight(
+def test_the_waiting_line_defaults_to_twice_the_requests_in_flight(
     template: Path, tmp_path: Path
 ) -> None:
     project = render(template, tmp_path / "project", guard_max_in_flight=8)
     example = (project / ".env.example").read_text()
     assert "GUARD_MAX_IN_FLIGHT=8\n" in example
-    assert "GUARD_MAX_WAITING=4\n" in example
+    assert "GUARD_MAX_WAITING=16\n" in example
     assert "DATABASE_POOL_SIZE=8\n" in example

@@ -26,14 +26,19 @@ WRITERS = 4
 
 @pytest.fixture
 async def racing_app(app: FastAPI, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    """The service on the suite's database, or on a SQLite file if that is in memory."""
+    """The service on the suite's database (a SQLite file if that is in memory), unguarded.
+
+    The racing requests wait for each other: an overload guard admitting fewer of them at
+    once than race would keep the others out until they were refused.
+    """
     url = app.state.engine.url
-    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
-        yield app
-        return
-    on_file = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'races.db'}"))
-    async with on_file.router.lifespan_context(on_file):
-        yield on_file
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'races.db'}"
+    else:
+        database_url = url.render_as_string(hide_password=False)
+    racing = create_app(Settings(database_url=database_url, guard_enabled=False))
+    async with racing.router.lifespan_context(racing):
+        yield racing
 
 
 @pytest.fixture
@@ -52,7 +57,8 @@ async def started_together(app: FastAPI, requests: int) -> AsyncIterator[None]:
 
     async def session_after_the_barrier() -> AsyncIterator[AsyncSession]:
         async with sessions() as session:
-            await barrier.wait()
+            async with asyncio.timeout(30):  # a request that never comes fails the test
+                await barrier.wait()
             yield session
 
     app.dependency_overrides[get_session] = session_after_the_barrier

@@ -1,0 +1,127 @@
+"""What one refusal costs the server: refusals per second of a saturated core.
+
+The rendered service (SQLite, default answers) runs with one place and no line, the place
+held by a request that never ends; clients that retry at once then get nothing but 503s,
+and the server's core spends its whole time refusing. Variants: the guard (refusal in its
+ASGI middleware), the guard with ``early_refusal.EarlyRefusal`` (refusal in uvicorn's
+protocol, after the headers), and uvicorn's ``--limit-concurrency 1`` without the guard.
+Run: ``.venv/bin/python benchmarks/refusal.py``.
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import uvloop
+from bench import HOST, MODULE, render
+from loadclient import Connection
+
+BENCHMARKS = Path(__file__).resolve().parent
+HOLD_APP = f"""
+import asyncio
+
+from {MODULE} import app, query_budget
+
+
+@app.get("/hold")
+@query_budget(0)
+async def hold() -> dict[str, str]:
+    await asyncio.sleep(3600)
+    return {{}}
+"""
+
+
+def start(
+    project: Path, port: int, extra: list[str], environment: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    command = [
+        "taskset", "-c", "0", sys.executable, "-m", "uvicorn", "hold_app:app", "--port", str(port),
+        "--host", HOST, "--loop", "uvloop", "--no-access-log", "--log-level", "error",
+        "--timeout-graceful-shutdown", "1", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, **environment, "PYTHONPATH": f"{project}{os.pathsep}{BENCHMARKS}"}
+    process = subprocess.Popen(command, cwd=project, env=env, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the server on port {port} did not start")
+
+
+async def storm(port: int, clients: int, seconds: float) -> tuple[int, int]:
+    holder = Connection(HOST, port, seconds + 10)
+    holding = asyncio.create_task(holder.request("GET", "/hold"))
+    await asyncio.sleep(0.5)
+    deadline = time.perf_counter() + seconds
+    counts = {"503": 0, "other": 0}
+
+    async def client() -> None:
+        connection = Connection(HOST, port, 5)
+        while time.perf_counter() < deadline:
+            response = await connection.request("GET", "/items?limit=10")
+            counts["503" if response.status == 503 else "other"] += 1
+        connection.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    holding.cancel()
+    holder.close()
+    return counts["503"], counts["other"]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    os.sched_setaffinity(0, {1})
+    work = Path(tempfile.mkdtemp(prefix="sqlmodel-starter-refusal-"))
+    project = render(work)
+    (project / "hold_app.py").write_text(HOLD_APP)
+    base = {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'refusal.db'}",
+        "GUARD_MAX_IN_FLIGHT": "1",
+        "GUARD_MAX_WAITING": "0",
+        "GUARD_ADAPTIVE": "false",
+    }
+    variants = [
+        ("guard (ASGI middleware)", ["--http", "httptools"], base),
+        ("guard, refused in the protocol", ["--http", "early_refusal:EarlyRefusal"], base),
+        ("uvicorn --limit-concurrency, no guard",
+         ["--http", "httptools", "--limit-concurrency", "2"], {**base, "GUARD_ENABLED": "false"}),
+    ]  # fmt: skip
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
+    print("| variant | refusals/s | server CPU | CPU per refusal us | other answers |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for number, (name, extra, environment) in enumerate(variants):
+        process = start(project, 8121 + number, extra, environment)
+        try:
+            before = cpu_seconds(process.pid)
+            started = time.perf_counter()
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                refused, other = runner.run(storm(8121 + number, 64, seconds))
+            elapsed = time.perf_counter() - started - 0.5
+            used = cpu_seconds(process.pid) - before
+            print(
+                f"| {name} | {refused / elapsed:,.0f} | {used / elapsed:.0%} "
+                f"| {used / max(refused, 1) * 1e6:.0f} | {other} |",
+                flush=True,
+            )
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The generated guard tests catch a slow upload holding capacity: drop the body deadline and
+the suite must fail.
+"""
+
+from pathlib import Path
+
+import pytest
+from conftest import render, run
+
+BODY_DEADLINE = "async with asyncio.timeout(self.timeout):"
+# The body is still read before the guard admits the request, but for as long as it takes.
+NO_DEADLINE = "async with asyncio.timeout(None):"
+
+
+@pytest.fixture
+def project(template: Path, tmp_path: Path) -> Path:
+    return render(template, tmp_path / "project")
+
+
+def test_removing_the_body_deadline_fails_the_slow_upload_test(project: Path) -> None:
+    module = project / "my_service.py"
+    source = module.read_text()
+    assert source.count(BODY_DEADLINE) == 1, f"{BODY_DEADLINE!r} is not in the module any more"
+    module.write_text(source.replace(BODY_DEADLINE, NO_DEADLINE))
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_server.py"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = "FAILED tests/test_server.py::test_slow_uploads_hold_no_place_and_are_cut_off_at_"
+    assert failed in result.stdout
