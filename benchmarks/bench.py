@@ -15,7 +15,10 @@ Run through ``benchmarks/run``, which installs what this needs. Steps:
    with uvicorn's ``--limit-concurrency`` instead, measured with ``loadclient.py``;
 6. 128 parallel writers (create, then get), then check the table holds exactly the rows
    that were acknowledged;
-7. print the tables and the targets, met or not.
+7. several processes (``processes.py``): two workers on two cores against the ceiling with
+   two, the invalidation latency between two instances, and write throughput with the
+   cache's NOTIFY on and off;
+8. print the tables and the targets, met or not.
 """
 
 import argparse
@@ -25,6 +28,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +46,7 @@ from typing import Any
 
 import asyncpg
 import copier
+import processes
 import uvloop
 from loadclient import BROKEN, TIMEOUT, Connection, Response, closed_loop, run_workers
 
@@ -130,7 +135,7 @@ end
 
 @dataclass
 class Server:
-    """A uvicorn process serving one app, pinned to the server core."""
+    """A uvicorn process serving one app, pinned to the server core (by default)."""
 
     name: str
     port: int
@@ -139,12 +144,22 @@ class Server:
     environment: dict[str, str]
     extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+    cores: str = SERVER_CORE
 
     def start(self, log_dir: Path) -> None:
+        # Another process on the port would answer the readiness check in our server's place.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, self.port))
+            except OSError:
+                raise SystemExit(f"port {self.port} for {self.name} is taken") from None
         command = [
-            "taskset", "-c", SERVER_CORE, str(VENV_BIN / "uvicorn"), self.target,
+            "taskset", "-c", self.cores, str(VENV_BIN / "uvicorn"), self.target,
             "--host", HOST, "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
-            "--workers", "1", "--no-access-log", "--log-level", "warning", *self.extra,
+            "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
+            *self.extra,
         ]  # fmt: skip
         log = (log_dir / f"{self.name}.log").open("wb")
         self.process = subprocess.Popen(
@@ -176,15 +191,16 @@ class Server:
         wrk stops sending at its deadline, but a server behind on its work keeps serving the
         backlog; servers share one core, so the next point must not start before that ends.
         """
-        stat = Path(f"/proc/{self.process.pid if self.process else 0}/stat")
+        pid = self.process.pid if self.process else 0
         deadline = time.perf_counter() + limit
         previous = -1
         while time.perf_counter() < deadline:
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
+                # With --workers, the work is done by the children of uvicorn's supervisor.
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                busy = sum(_cpu_ticks(process) for process in [str(pid), *children])
             except OSError:
                 return
-            busy = int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
             if busy - previous <= 1:
                 return
             previous = busy
@@ -214,6 +230,11 @@ class Server:
         finally:
             stop.set()
             sampler.join()
+
+
+def _cpu_ticks(pid: str) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
 
 
 @dataclass
@@ -364,10 +385,12 @@ def write_scripts(work: Path) -> dict[str, Path]:
     return scripts
 
 
-def wrk(server: Server, script: Path, connections: int, seconds: float) -> Point:
+def wrk(
+    server: Server, script: Path, connections: int, seconds: float, client_cores: str = CLIENT_CORE
+) -> Point:
     """One bounded wrk run against ``server``, with its peak memory."""
     command = [
-        "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s",
+        "taskset", "-c", client_cores, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s",
         "--timeout", f"{CLIENT_TIMEOUT:.0f}s", "-s", str(script), f"http://{HOST}:{server.port}",
     ]  # fmt: skip
     with server.peak_rss() as peak:
@@ -692,6 +715,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--overload-seconds", type=float, default=8)
     parser.add_argument("--writers-seconds", type=float, default=8)
+    parser.add_argument(
+        "--invalidations", type=int, default=200, help="samples of the two-instance latency"
+    )
     parser.add_argument("--output", type=Path, help="also write the tables (Markdown) here")
     parser.add_argument(
         "--postgres",
@@ -786,6 +812,11 @@ def main() -> None:
         writers = parallel_writers(ours, dsn, 128, args.writers_seconds)
         ours.stop()
 
+        print("several processes", flush=True)
+        several = several_processes(
+            project, work, base, throughput, scripts, dsn, matrix, args, servers
+        )
+
         lines = [
             f"Data: {OWNERS} owners, {TAGS} tags, {ITEMS} items, {links} tag links (seed {SEED}). "
             f"{args.repeats} repetitions of {args.seconds:g} s per point; medians; "
@@ -799,6 +830,8 @@ def main() -> None:
             *report_overload(overload, capacity, waiting, has_guard, ours.name),
             "",
             *report_writers(writers, args.writers_seconds),
+            "",
+            *several,
             "",
             *report_targets(
                 matrix, overload, writers, args.connections, has_cache, has_guard,
@@ -816,6 +849,86 @@ def main() -> None:
             server.stop()
         asyncio.run(postgres(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         shutil.rmtree(work, ignore_errors=True)
+
+
+def several_processes(
+    project: Path,
+    work: Path,
+    base: dict[str, str],
+    throughput: dict[str, str],
+    scripts: dict[str, Path],
+    dsn: str,
+    matrix: Matrix,
+    args: argparse.Namespace,
+    servers: list[Server],
+) -> list[str]:
+    """Two workers against the ceiling with two, the invalidation latency between two
+    instances, and write throughput with NOTIFY on and off; returns the report's lines."""
+    connections = max(args.connections)
+    both = processes.BOTH_CORES
+    target = f"{MODULE}:app"
+    ours = Server("ours", 8611, project, target, throughput, workers=2, cores=both)
+    ceiling = Server("ceiling", 8612, BENCHMARKS, "ceiling:app", base, workers=2, cores=both)
+    # The NOTIFY pair starts fresh, side by side: reusing the server the points above had
+    # warmed made NOTIFY look 1.3-1.5x faster, which two fresh servers did not confirm.
+    notifying = Server("ours", 8616, project, target, throughput, workers=2, cores=both)
+    quiet_env = {**throughput, "CACHE_NOTIFY": "false"}
+    quiet = Server("ours, no NOTIFY", 8613, project, target, quiet_env, workers=2, cores=both)
+    for server in (ours, ceiling):
+        server.start(work)
+        servers.append(server)
+    workers = processes.two_workers(
+        ours, ceiling, scripts, wrk, connections, args.repeats, args.seconds
+    )
+    ceiling.stop()
+    ours.stop()
+    for server in (notifying, quiet):
+        server.start(work)
+        servers.append(server)
+    service_writes = processes.Paired()
+    for server in (notifying, quiet):
+        wrk(server, scripts["create"], connections, 2, client_cores=both)
+    for repetition in range(args.repeats):
+        turns = [(notifying, service_writes.ours), (quiet, service_writes.theirs)]
+        # Each repetition swaps who goes first: the table grows with every create.
+        for server, runs in turns if repetition % 2 == 0 else turns[::-1]:
+            point = wrk(server, scripts["create"], connections, args.seconds, client_cores=both)
+            runs.append(point.rps)
+            print(
+                f"  create 2 workers c={connections} rep {repetition + 1} {server.name:20} "
+                f"{point.rps:8.0f} req/s  non-2xx {point.non2xx}",
+                flush=True,
+            )
+    quiet.stop()
+    notifying.stop()
+
+    writer = Server("instance A", 8614, project, target, base, cores=both)
+    reader = Server("instance B", 8615, project, target, base, cores=both)
+    for server in (writer, reader):
+        server.start(work)
+        servers.append(server)
+    latencies = processes.invalidation_latency(
+        HOST, writer.port, reader.port, ITEMS, args.invalidations, SEED
+    )
+    print(
+        f"  invalidation: p50 {processes.percentile(latencies.from_ack, 50) * 1000:.2f} ms "
+        f"p99 {processes.percentile(latencies.from_ack, 99) * 1000:.2f} ms after the write",
+        flush=True,
+    )
+    writer.stop()
+    reader.stop()
+
+    # One connection alone, then 32 at once: the lock shows only when commits contend.
+    database_writes = {
+        clients: processes.raw_commits(dsn, clients, args.seconds, args.repeats)
+        for clients in (1, 32)
+    }
+    one_worker = {
+        route: matrix.ratio(route, connections, "ours", "ceiling") for route in ("list", "get")
+    }
+    return processes.report(
+        workers, one_worker, latencies, service_writes, database_writes, connections
+    )
 
 
 def report_overload(

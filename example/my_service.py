@@ -44,6 +44,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
 
 import anyio
 import anyio.to_thread
+import asyncpg
 import greenlet
 import sqlalchemy as sa
 from cachetools import TLRUCache
@@ -52,7 +53,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from sqlalchemy import (
     ARRAY,
     DateTime,
@@ -64,6 +65,7 @@ from sqlalchemy import (
     TypeDecorator,
     delete,
     event,
+    text,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext, ExecutionContext
@@ -75,7 +77,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import QueryableAttribute, joinedload, selectinload
+from sqlalchemy.orm import QueryableAttribute, SessionTransaction, joinedload, selectinload
+from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -93,6 +96,7 @@ __all__ = [
     "UNGUARDED_PATHS",
     "AsyncTTLCache",
     "CacheDep",
+    "CacheListener",
     "CacheStats",
     "CapturedQuery",
     "ConcurrencyLimit",
@@ -174,6 +178,8 @@ class Settings(BaseModel):
     create_tables: bool = True
     cache_ttl_seconds: float = Field(default=30, gt=0)
     cache_max_entries: int = Field(default=1024, ge=1)
+    cache_notify: bool = True
+    cache_channel: str = "my_service_cache"
     offload_threads: int = Field(default=4, ge=1)
     offload_max_waiting: int = Field(default=16, ge=0)
     offload_wait_timeout: float = Field(default=5.0, gt=0)
@@ -210,6 +216,14 @@ class Settings(BaseModel):
         if url.get_backend_name() == "postgresql":
             url = _asyncpg_ssl(url)
         return url.render_as_string(hide_password=False)
+
+    @field_validator("cache_channel")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        # LISTEN takes an identifier, which PostgreSQL cuts at 63 bytes.
+        if not (value.isascii() and value.isidentifier() and len(value) <= 63):
+            raise ValueError("want at most 63 letters, digits and underscores, like my_cache")
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
@@ -444,7 +458,8 @@ def count_queries(engine: Engine) -> None:
 
     Counting at the cursor sees every read path (lazy loads, flushes, raw SQL) that
     helper-level counting would miss. SAVEPOINT statements are left out: they are the
-    scaffolding of nested transactions, not the work of the code under test.
+    scaffolding of nested transactions, not the work of the code under test. So is the
+    cache's invalidation notice (see ``AsyncTTLCache.invalidate_on_commit``).
     """
     event.listen(engine, "before_cursor_execute", _before_cursor_execute)
     event.listen(engine, "after_cursor_execute", _after_cursor_execute)
@@ -468,6 +483,8 @@ def _before_cursor_execute(
 ) -> None:
     recorders = _recorders.get()
     if not recorders or statement.lstrip()[:9].upper() in _SAVEPOINT_PREFIXES:
+        return
+    if context is not None and context.execution_options.get("kit_notice"):
         return
     site = _call_site() if any(recorder.call_sites for recorder in recorders) else None
     query = CapturedQuery(statement, parameters, site)
@@ -905,6 +922,9 @@ class CacheStats:
     loads: int = 0
     coalesced: int = 0
     load_errors: int = 0
+    bypassed: int = 0
+    notifications_received: int = 0
+    listener_reconnects: int = 0
 
 
 @dataclass(slots=True)
@@ -927,13 +947,16 @@ class AsyncTTLCache:
     """An in-memory cache for async loaders: bounded, expiring, one load per key at a time.
 
     Keys live in namespaces ("item", 42). Concurrent misses of one key share a single load;
-    a failed load is shared with its waiters and never stored. ``invalidate`` after a
-    successful commit drops a key or a whole namespace; a load that started before it still
-    answers its waiters but does not write its value back.
+    a failed load is shared with its waiters and never stored. A write calls
+    ``invalidate_on_commit`` before it commits, and the key (or a whole namespace) is dropped
+    once the commit succeeded; a load that started before that still answers its waiters but
+    does not write its value back.
 
-    Each process has its own cache: with several workers, a write invalidates only its own
-    worker's entries, and the TTL bounds how stale the others can be. The cache belongs to
-    the event loop's thread; offloaded code must not call it.
+    Each process has its own cache. Given a ``channel`` (PostgreSQL), the invalidations also
+    reach every process and instance on the same database, where a ``CacheListener``
+    applies them. Without one (SQLite), a write drops its own process's entries only, and
+    the TTL bounds how stale the other processes' can be. The cache belongs to the event
+    loop's thread; offloaded code must not call it.
     """
 
     def __init__(
@@ -943,9 +966,16 @@ class AsyncTTLCache:
         *,
         jitter: float = 0.1,
         timer: Callable[[], float] = time.monotonic,
+        channel: str | None = None,
     ) -> None:
         self.ttl = ttl
         self.jitter = jitter
+        self.channel = channel
+        # Tells this cache's own notifications apart when they come back on the channel.
+        self.origin = secrets.token_hex(8)
+        # True while invalidations may be going astray (the listener is not listening):
+        # every call then loads, and nothing is stored.
+        self.bypass = False
         self.stats = CacheStats()
         # TLRUCache, unlike TTLCache, takes each entry's lifetime from a function: entries
         # get a little jitter, so those written together do not expire together, and a
@@ -974,6 +1004,10 @@ class AsyncTTLCache:
         A None result is cached for ``none_ttl`` seconds if given, else not at all.
         """
         self._check_thread()
+        if self.bypass:
+            self.stats.bypassed += 1
+            note_timing("cache", description="bypass")
+            return await load()
         full_key = (namespace, key)
         generation = self._generations.get(namespace, 0)
         entry = self._entries.get(full_key)
@@ -1023,6 +1057,40 @@ class AsyncTTLCache:
         self._check_thread()
         self._generations[namespace] = self._generations.get(namespace, 0) + 1
 
+    def invalidate_on_commit(self, session: AsyncSession, namespace: str, key: Hashable) -> None:
+        """Drop ``(namespace, key)`` here and in every listening process once ``session``
+        commits; if it rolls back, nothing is dropped anywhere.
+
+        Call it before the commit. Keys sent to other processes must be str or int.
+        """
+        if not isinstance(key, str | int):
+            raise TypeError(
+                f"invalidate_on_commit() takes str or int keys, which other processes can "
+                f"read back; got {type(key).__name__}: use invalidate_namespace_on_commit()"
+            )
+        self._pending(session).keys.add((namespace, key))
+
+    def invalidate_namespace_on_commit(self, session: AsyncSession, namespace: str) -> None:
+        """Drop every key of ``namespace``, here and in every listening process, once
+        ``session`` commits; if it rolls back, nothing is dropped anywhere.
+        """
+        self._pending(session).namespaces.add(namespace)
+
+    def clear(self) -> None:
+        """Drop every entry; loads under way still answer their callers but store nothing."""
+        self._check_thread()
+        self._entries.clear()
+        self._loading.clear()
+
+    def _pending(self, session: AsyncSession) -> "_PendingInvalidations":
+        self._check_thread()
+        pending = session.info.get(_PENDING_INVALIDATIONS)
+        if pending is None:
+            pending = session.info[_PENDING_INVALIDATIONS] = _PendingInvalidations(self)
+        # Anything added since the last notice goes out with the next one.
+        pending.sent = False
+        return cast(_PendingInvalidations, pending)
+
     def _expires(self, key: tuple[str, Hashable], entry: _Entry, now: float) -> float:
         lifetime = self._lifetimes.pop(key, self.ttl)
         return now + lifetime * (1 + random.uniform(0, self.jitter))
@@ -1066,6 +1134,221 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
     # keeps asyncio from logging "exception was never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+# Invalidations shared by processes and instances
+#
+# The cache stays in each process: a hit is a dict lookup, which no network cache matches.
+# On PostgreSQL, invalidations reach every process and instance on the same database through
+# the database itself. A write's keys wait in its session; just before the commit they go
+# out in one pg_notify, inside the writing transaction, so PostgreSQL delivers them exactly
+# when the write commits, and never if it rolls back. Each process listens on a connection
+# of its own (CacheListener) and drops the keys it is sent.
+#
+# On SQLite (one file, so one machine) there is no such channel: each worker process keeps
+# its own cache, a write drops its own process's entries only, and the other workers serve
+# what they cached until CACHE_TTL_SECONDS (plus jitter) runs out. Writes themselves are
+# safe across workers: SQLite lets one writer at a time commit, and the others wait.
+
+_PENDING_INVALIDATIONS = "cache_invalidations"
+# PostgreSQL refuses a payload of 8000 bytes or more.
+_MAX_PAYLOAD_BYTES = 7999
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+# The notice is left out of query counts and budgets, on purpose. A budget states what a
+# route's own code sends, and must hold on every database the route runs on; the notice is
+# the kit's, one statement per committed write transaction on PostgreSQL, none on SQLite, so
+# counting it would give each write route two budgets. It cannot hide an N+1: however many
+# keys a transaction drops, they go out together. Its time shows as "notify" in
+# Server-Timing, and benchmarks/ measures what it costs.
+_NOTICE_OPTIONS = {"kit_notice": True}
+
+
+@dataclass(slots=True)
+class _PendingInvalidations:
+    cache: AsyncTTLCache
+    keys: set[tuple[str, Hashable]] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
+    sent: bool = False
+
+    def payload(self) -> str:
+        origin, keys, namespaces = self.cache.origin, list(self.keys), list(self.namespaces)
+        payload = to_json({"origin": origin, "keys": keys, "namespaces": namespaces})
+        if len(payload) > _MAX_PAYLOAD_BYTES:
+            # Too many keys for one notice: drop their namespaces whole instead.
+            namespaces = list(self.namespaces | {namespace for namespace, _ in self.keys})
+            payload = to_json({"origin": origin, "keys": [], "namespaces": namespaces})
+        return payload.decode()
+
+    def apply(self) -> None:
+        for namespace, key in self.keys:
+            self.cache.invalidate(namespace, key)
+        for namespace in self.namespaces:
+            self.cache.invalidate_namespace(namespace)
+
+
+@event.listens_for(SyncSession, "before_commit")
+def _send_invalidations(session: SyncSession) -> None:
+    pending: _PendingInvalidations | None = session.info.get(_PENDING_INVALIDATIONS)
+    if pending is None or pending.sent or pending.cache.channel is None:
+        return
+    started = time.perf_counter()
+    parameters = {"channel": pending.cache.channel, "payload": pending.payload()}
+    session.connection().execute(_NOTIFY, parameters, execution_options=_NOTICE_OPTIONS)
+    pending.sent = True
+    note_timing("notify", time.perf_counter() - started)
+
+
+@event.listens_for(SyncSession, "after_commit")
+def _apply_invalidations(session: SyncSession) -> None:
+    # A savepoint released is not the end of the transaction: wait for the real commit.
+    if not session.in_nested_transaction():
+        pending: _PendingInvalidations | None = session.info.pop(_PENDING_INVALIDATIONS, None)
+        if pending is not None:
+            pending.apply()
+
+
+@event.listens_for(SyncSession, "after_transaction_end")
+def _forget_invalidations(session: SyncSession, transaction: SessionTransaction) -> None:
+    pending: _PendingInvalidations | None = session.info.get(_PENDING_INVALIDATIONS)
+    if pending is None:
+        return
+    if transaction.parent is None:
+        # Rolled back or closed without a commit: nothing to drop, and nothing was sent.
+        del session.info[_PENDING_INVALIDATIONS]
+    else:
+        # A savepoint rolled back takes its notice with it, so the commit sends it again
+        # (one released needs no resend, but a duplicate in one transaction is merged).
+        pending.sent = False
+
+
+class CacheListener:
+    """Applies the invalidations that other processes send to ``cache.channel``.
+
+    It listens on a connection of its own, outside the engine's pool: a pooled connection
+    would stop listening when released. While it is not listening (starting, or after the
+    connection dropped), notifications sent meanwhile are lost for good, so the cache is
+    cleared and bypassed until it listens again; it reconnects with backoff. A heartbeat
+    checks the connection, since one whose network died looks alive until it is used. The
+    cache's own notifications come back on the channel too, and are ignored.
+    """
+
+    def __init__(
+        self,
+        cache: AsyncTTLCache,
+        connect: Callable[[], Awaitable["asyncpg.Connection[Any]"]],
+        *,
+        heartbeat: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if cache.channel is None:
+            raise ValueError("the cache has no channel to listen on")
+        self.cache = cache
+        self.channel = cache.channel
+        self.connect = connect
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        self.listening = False
+        self.backend_pid: int | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, within: float) -> None:
+        """Start listening in the background, waiting up to ``within`` seconds for the
+        first LISTEN.
+
+        Until it listens, the cache is bypassed: the service runs, only without its cache.
+        """
+        self.cache.bypass = True
+        self._task = asyncio.create_task(self._listen())
+        try:
+            async with asyncio.timeout(within):
+                await self.wait_until(lambda: self.listening)
+        except TimeoutError:
+            logger.warning("cache: not listening for invalidations yet; serving uncached")
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checking it at each notification and each
+        change of the connection; for tests.
+        """
+        while not condition():
+            await self._changed.wait()
+
+    async def _listen(self) -> None:
+        backoff, listened = 0.1, False
+        while True:
+            try:
+                connection = await self.connect()
+            except Exception as exc:
+                logger.warning("cache: cannot listen (%r); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            try:
+                await connection.add_listener(self.channel, self._apply)
+                # From here on every commit notifies this connection, and whatever was
+                # committed before, a load reads from the database: caching is safe again.
+                self.listening, self.backend_pid = True, connection.get_server_pid()
+                self.cache.bypass = False
+                if listened:
+                    self.cache.stats.listener_reconnects += 1
+                listened = True
+                self._notify_change()
+                await self._watch(connection)
+            except asyncio.CancelledError:
+                await connection.close(timeout=self.heartbeat)
+                raise
+            except Exception as exc:
+                logger.warning("cache: lost the listening connection (%r); reconnecting", exc)
+            finally:
+                # Whatever was sent while nobody listened is lost: forget everything.
+                self.listening, self.backend_pid = False, None
+                self.cache.bypass = True
+                self.cache.clear()
+                self._notify_change()
+                connection.terminate()
+            backoff = 0.1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+
+    async def _watch(self, connection: "asyncpg.Connection[Any]") -> None:
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        if connection.is_closed():
+            lost.set()
+        while not lost.is_set():
+            try:
+                async with asyncio.timeout(self.heartbeat):
+                    await lost.wait()
+            except TimeoutError:
+                async with asyncio.timeout(self.heartbeat):
+                    await connection.execute("SELECT 1")
+        raise ConnectionError("the listening connection was closed")
+
+    def _apply(self, connection: object, backend_pid: int, channel: str, payload: object) -> None:
+        try:
+            notice = from_json(str(payload))
+            if notice["origin"] == self.cache.origin:
+                return
+            for namespace, key in notice["keys"]:
+                self.cache.invalidate(namespace, key)
+            for namespace in notice["namespaces"]:
+                self.cache.invalidate_namespace(namespace)
+        except (ValueError, TypeError, KeyError):
+            # Not a notice this cache sent: whatever it meant to drop, drop everything.
+            logger.warning("cache: unreadable invalidation on %s; clearing the cache", channel)
+            self.cache.clear()
+        self.cache.stats.notifications_received += 1
+        self._notify_change()
+
+    def _notify_change(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
 
 # Offload wrapper
@@ -1885,9 +2168,10 @@ async def create_item(body: ItemCreate, session: SessionDep, cache: CacheDep) ->
     tags = await _tags_by_id(session, body.tag_ids)
     item = Item.model_validate(body, update={"owner": owner, "tags": tags})
     session.add(item)
+    await session.flush()  # for the id; the commit would send the same INSERTs
+    # A GET of this id before it existed may have cached a "not found", in any process.
+    cache.invalidate_on_commit(session, "item", item.id)
     await session.commit()
-    # A GET of this id before it existed may have cached a "not found".
-    cache.invalidate("item", item.id)
     return ItemRead.model_validate(item)
 
 
@@ -1944,8 +2228,8 @@ async def update_item(
     if body.tag_ids is not None:
         item.tags = await _tags_by_id(session, body.tag_ids)
     item.sqlmodel_update(body.model_dump(exclude_unset=True, exclude={"tag_ids"}))
+    cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
-    cache.invalidate("item", item_id)
     return ItemRead.model_validate(item)
 
 
@@ -1956,8 +2240,8 @@ async def delete_item(item_id: int, session: SessionDep, cache: CacheDep) -> Non
     result = await session.exec(delete(Item).where(col(Item.id) == item_id))
     if result.rowcount == 0:
         raise _not_found("item", item_id)
+    cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
-    cache.invalidate("item", item_id)
 
 
 # The export reads its rows this many at a time: memory, and the time a connection is held,
@@ -2149,13 +2433,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         # Created here, not at import: they belong to the event loop that serves the app.
-        app.state.cache = AsyncTTLCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+        shared = settings.cache_notify and engine.dialect.name == "postgresql"
+        app.state.cache = cache = AsyncTTLCache(
+            settings.cache_max_entries,
+            settings.cache_ttl_seconds,
+            channel=settings.cache_channel if shared else None,
+        )
+        app.state.cache_listener = listener = (
+            CacheListener(cache, _listening_connection(engine, settings)) if shared else None
+        )
+        if listener is not None:
+            await listener.start(within=settings.database_pool_timeout)
         app.state.offloader = Offloader(
             settings.offload_threads, settings.offload_max_waiting, settings.offload_wait_timeout
         )
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.close()
             await engine.dispose()
 
     app = FastAPI(title="My Service", lifespan=lifespan)
@@ -2181,6 +2477,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     return app
+
+
+def _listening_connection(
+    engine: AsyncEngine, settings: Settings
+) -> Callable[[], Awaitable["asyncpg.Connection[Any]"]]:
+    # The engine's own connection arguments (host, user, password, database, URL options),
+    # for a connection outside its pool; prepared_statement_cache_size is the dialect's own.
+    _, arguments = engine.dialect.create_connect_args(engine.url)
+    arguments.pop("prepared_statement_cache_size", None)
+    application = {"application_name": f"{settings.cache_channel} listener"}
+    return functools.partial(
+        asyncpg.connect,
+        timeout=settings.database_pool_timeout,
+        server_settings=application,
+        **arguments,
+    )
 
 
 async def _overloaded(request: Request, exc: Exception) -> Response:

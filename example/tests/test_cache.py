@@ -107,6 +107,30 @@ async def test_invalidating_a_namespace_drops_its_keys_and_no_others() -> None:
     assert await cache.get_or_load("owner", 1, Loader("unused")) == "kept"
 
 
+async def test_clearing_drops_every_entry_and_no_load_under_way_writes_back() -> None:
+    cache, stale = AsyncTTLCache(max_entries=10, ttl=60), Loader("old")
+    await cache.get_or_load("owner", 1, Loader("dropped"))
+    stale.go.clear()
+    before = asyncio.create_task(cache.get_or_load("item", 1, stale))
+    await stale.started.wait()
+    cache.clear()  # what a process does when it may have missed invalidations
+    assert len(cache) == 0
+    stale.go.set()
+    assert await before == "old"
+    assert await cache.get_or_load("item", 1, Loader("new")) == "new"
+    assert await cache.get_or_load("owner", 1, Loader("reloaded")) == "reloaded"
+
+
+async def test_a_bypassed_cache_loads_on_every_call_and_stores_nothing() -> None:
+    cache, load = AsyncTTLCache(max_entries=10, ttl=60), Loader()
+    cache.bypass = True
+    assert [await cache.get_or_load("item", 1, load) for _ in range(2)] == ["value"] * 2
+    assert (load.calls, cache.stats.bypassed, len(cache)) == (2, 2, 0)
+    cache.bypass = False
+    assert [await cache.get_or_load("item", 1, load) for _ in range(2)] == ["value"] * 2
+    assert (load.calls, cache.stats.hits) == (3, 1)
+
+
 async def test_entries_expire_after_their_ttl() -> None:
     now = [0.0]
     cache = AsyncTTLCache(max_entries=10, ttl=30, jitter=0.1, timer=lambda: now[0])

@@ -323,6 +323,9 @@ async def test_metrics_report_the_cache_counters(client: httpx.AsyncClient) -> N
         "cache_loads_total": 1,
         "cache_coalesced_total": 0,
         "cache_load_errors_total": 0,
+        "cache_bypassed_total": 0,
+        "cache_notifications_received_total": 0,
+        "cache_listener_reconnects_total": 0,
         "cache_entries": 1,
     }
 

@@ -84,6 +84,8 @@ def test_a_refused_url_is_shown_with_its_password_masked() -> None:
         ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE='0': Input should be greater than or"),
         ("DATABASE_ECHO", "maybe", "DATABASE_ECHO='maybe': Input should be a valid boolean"),
         ("DATABASE_URL", "mysql://db/app", "want sqlite+aiosqlite:///path/to/file.db"),
+        ("CACHE_CHANNEL", "my-cache", "CACHE_CHANNEL='my-cache': Value error, want at most 63"),
+        ("CACHE_CHANNEL", "c" * 64, "want at most 63 letters, digits and underscores"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': Input should be 'plain' or 'json'"),
     ],
 )
