@@ -15,6 +15,7 @@ Sections, in reading order:
 import asyncio
 import csv
 import functools
+import importlib.util
 import io
 import logging
 import os
@@ -35,12 +36,13 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from types import FrameType, MappingProxyType
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
+from urllib.parse import parse_qs
 
 import anyio
 import anyio.to_thread
@@ -67,6 +69,8 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext, ExecutionContext
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -99,6 +103,7 @@ __all__ = [
     "CacheListener",
     "CacheStats",
     "CapturedQuery",
+    "CoalescingRefresher",
     "ConcurrencyLimit",
     "GuardStats",
     "Item",
@@ -117,18 +122,25 @@ __all__ = [
     "Overloaded",
     "Owner",
     "OwnerCreate",
+    "OwnerPage",
     "OwnerRead",
+    "OwnerSummary",
+    "OwnerSummaryRead",
+    "ProfileRequest",
     "QueryCountError",
     "QueryRecorder",
     "ReadsDep",
+    "RefreshStats",
     "RequestBodyLimit",
     "RequestLogMiddleware",
     "ServerTimingMiddleware",
     "SessionDep",
     "Settings",
     "SettingsError",
+    "SummariesDep",
     "Tag",
     "TagCreate",
+    "TagPage",
     "TagRead",
     "UTCDateTime",
     "app",
@@ -142,11 +154,13 @@ __all__ = [
     "get_offloader",
     "get_reads",
     "get_session",
+    "get_summaries",
     "json_response",
     "note_timing",
     "overloaded_response",
     "query_budget",
     "record_queries",
+    "refresh_owner_summaries",
     "router",
     "send_overloaded",
 ]
@@ -194,6 +208,8 @@ class Settings(BaseModel):
     body_read_timeout: float = Field(default=10.0, gt=0)
     slow_request_ms: float = Field(default=500.0, ge=0)
     log_format: Literal["plain", "json"] = "plain"
+    profiling_enabled: bool = False
+    summary_refresh_delay: float = Field(default=1.0, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -603,10 +619,8 @@ class ServerTimingMiddleware:
             async def send_with_timing(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     scope["queries_before_body"] = recorder.count
-                    metrics = [
-                        f'db;dur={recorder.duration * 1000:.2f};desc="{recorder.count} queries"',
-                        *timings,
-                    ]
+                    queries = "1 query" if recorder.count == 1 else f"{recorder.count} queries"
+                    metrics = [f'db;dur={recorder.duration * 1000:.2f};desc="{queries}"', *timings]
                     if "queue_wait" in scope:
                         metrics.append(f"queue;dur={scope['queue_wait'] * 1000:.2f}")
                     header = (b"server-timing", ", ".join(metrics).encode())
@@ -1423,6 +1437,126 @@ class Offloader:
             self.stats.waiting -= 1
 
 
+# Work after the response
+
+
+@dataclass(slots=True)
+class RefreshStats:
+    """What a coalescing refresher did since the app started."""
+
+    marked: int = 0
+    pending: int = field(default=0, metadata=GAUGE)
+    runs: int = 0
+    keys_refreshed: int = 0
+    failures: int = 0
+    abandoned: int = 0
+
+
+class CoalescingRefresher:
+    """Runs ``refresh(keys)`` after the responses that asked for it, once per burst of writes.
+
+    ``mark(key)``, called once a write has committed, costs the request nothing: no task, no
+    query. One worker task, started with the app, waits ``max_delay`` seconds after the first
+    mark of a burst, then refreshes every key marked meanwhile in one call: N writes, one
+    refresh, and what it maintains is at most ``max_delay`` plus one refresh behind. A
+    failed refresh is logged and counted; its keys go with the next one. ``stop`` runs what
+    is pending, for at most its grace period, then cancels the rest.
+
+    Per process and in memory: a mark not yet refreshed when the process dies is lost. Work
+    that must survive a crash, or that needs more than one task, wants a real queue.
+    """
+
+    def __init__(
+        self, name: str, refresh: Callable[[frozenset[Any]], Awaitable[None]], max_delay: float
+    ) -> None:
+        self.name = name
+        self.refresh = refresh
+        self.max_delay = max_delay
+        self.stats = RefreshStats()
+        self._pending: set[Hashable] = set()
+        self._running: frozenset[Hashable] = frozenset()
+        self._marked = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the worker task; the app's lifespan calls it, and ``stop``."""
+        self._task = asyncio.create_task(self._work(), name=f"refresh {self.name}")
+
+    def mark(self, key: Hashable) -> None:
+        """Ask for ``key`` to be refreshed soon; call it once the write has committed."""
+        self.stats.marked += 1
+        self._pending.add(key)
+        self.stats.pending = len(self._pending)
+        self._idle.clear()
+        self._marked.set()
+
+    async def settled(self) -> None:
+        """Wait until every key marked so far has had its refresh (or its failure)."""
+        await self._idle.wait()
+
+    async def flush(self) -> None:
+        """Refresh what is pending now, without waiting out the delay, and wait for it."""
+        if not self._idle.is_set():
+            self._hurry.set()
+            await self._idle.wait()
+
+    async def stop(self, grace: float) -> None:
+        """Refresh what is pending, for at most ``grace`` seconds, then end the worker."""
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        self._hurry.set()
+        self._marked.set()
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+        abandoned = self._pending | self._running
+        if abandoned:
+            self.stats.abandoned += len(abandoned)
+            logger.error("%s: stopped with %d keys not refreshed", self.name, len(abandoned))
+
+    async def _work(self) -> None:
+        while not self._stopping or self._marked.is_set():
+            await self._marked.wait()
+            if not self._hurry.is_set():
+                # Let the burst gather: every write in this window shares one refresh.
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self.max_delay)
+            self._marked.clear()
+            self._hurry.clear()
+            self._running = frozenset(self._pending)
+            self._pending.clear()
+            self.stats.pending = 0
+            if self._running:
+                await self._refresh(self._running)
+            self._running = frozenset()
+            if not self._marked.is_set():
+                self._idle.set()
+
+    async def _refresh(self, keys: frozenset[Hashable]) -> None:
+        try:
+            await self.refresh(keys)
+        except Exception:
+            self.stats.failures += 1
+            # Not lost: the keys go with the next refresh, which the next write starts.
+            self._pending |= keys
+            self.stats.pending = len(self._pending)
+            logger.exception(
+                "%s: refreshing %d keys failed; they wait for the next refresh",
+                self.name,
+                len(keys),
+            )
+        else:
+            self.stats.runs += 1
+            self.stats.keys_refreshed += len(keys)
+
+
 # Overload guard
 
 
@@ -1885,6 +2019,65 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(to_json(content), status_code, media_type="application/json")
 
 
+# Profiling one request, in development
+
+
+class ProfileRequest:
+    """Answers a request that asks ``?profile=1`` with pyinstrument's report of it (HTML, or
+    plain text for ``?profile=text``) instead of its response.
+
+    For development: ``create_app`` adds it only when ``PROFILING_ENABLED`` is true, so in
+    production the parameter means nothing and costs nothing. The request runs in full,
+    writes included; ``x-profiled-status`` carries the status it would have answered.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        asked = parse_qs(scope["query_string"].decode("latin-1")).get("profile", [""])[-1]
+        if asked not in _PROFILE_FORMATS:
+            await self.app(scope, receive, send)
+            return
+        from pyinstrument import Profiler
+
+        status_code = 500
+
+        async def hold_response(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+
+        # Requests last milliseconds: pyinstrument's default 1 ms interval would catch only
+        # a few samples of one.
+        profiler = Profiler(interval=0.0001, async_mode="enabled")
+        profiler.start()
+        try:
+            await self.app(scope, receive, hold_response)
+        finally:
+            profiler.stop()
+        if _PROFILE_FORMATS[asked] == "text":
+            body = profiler.output_text(unicode=True, color=False).encode()
+            media_type = b"text/plain; charset=utf-8"
+        else:
+            body = profiler.output_html().encode()
+            media_type = b"text/html; charset=utf-8"
+        headers = [
+            (b"content-type", media_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-profiled-status", str(status_code).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+_PROFILE_FORMATS = {"1": "html", "html": "html", "text": "text"}
+
+
 # Dependencies of the kit. They are async so FastAPI calls them on the event loop; a plain
 # def would cost each request a hop through the shared thread pool.
 
@@ -1930,10 +2123,20 @@ class OwnerCreate(OwnerBase):
     """The body of ``POST /owners``."""
 
 
-class OwnerRead(OwnerBase):
+# Read schemas declare every field, id first, in the order responses list them: a write and a
+# GET of the same resource then answer the same bytes.
+class OwnerRead(SQLModel):
     """An owner as the API returns it."""
 
     id: int
+    name: str
+
+
+class OwnerPage(SQLModel):
+    """One page of owners; pass ``next_after`` as ``after`` to get the next page."""
+
+    items: list[OwnerRead]
+    next_after: int | None
 
 
 class TagBase(SQLModel):
@@ -1962,32 +2165,53 @@ class TagCreate(TagBase):
     """The body of ``POST /tags``."""
 
 
-class TagRead(TagBase):
+class TagRead(SQLModel):
     """A tag as the API returns it."""
 
     id: int
+    name: str
+
+
+class TagPage(SQLModel):
+    """One page of tags; pass ``next_after`` as ``after`` to get the next page."""
+
+    items: list[TagRead]
+    next_after: int | None
 
 
 class ItemBase(SQLModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     price_cents: int = Field(ge=0)
+    # The server default fills the column in rows written before it existed.
+    archived: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class Item(ItemBase, table=True):
     """Something an owner offers, carrying any number of tags."""
 
-    # The list route filters by owner and pages by id: one index serves both, and as its
-    # leading column owner_id it also serves the foreign key.
-    __table_args__ = (Index("ix_item_owner_id_id", "owner_id", "id"),)
-
     id: int | None = Field(default=None, primary_key=True)
-    owner_id: int = Field(foreign_key="owner.id", ondelete="CASCADE")
+    # A partial index cannot serve the foreign key (deleting an owner reaches its archived
+    # items too), so owner_id leads an index over every row as well; it also serves the
+    # rarer list that includes archived items, which PostgreSQL then sorts by id.
+    owner_id: int = Field(foreign_key="owner.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=_utcnow, sa_type=UTCDateTime)
     owner: Owner = Relationship(back_populates="items", sa_relationship_kwargs={"lazy": "raise"})
     tags: list[Tag] = Relationship(
         back_populates="items", link_model=ItemTagLink, sa_relationship_kwargs={"lazy": "raise"}
     )
+
+
+# The list route serves live items by owner, paged by id: a partial index holds just those
+# rows, so archived ones cost the hot query nothing. Its condition is the very expression the
+# queries use, since a database uses a partial index only for a query that repeats it.
+Index(
+    "ix_item_live_owner_id_id",
+    col(Item.owner_id),
+    col(Item.id),
+    postgresql_where=~col(Item.archived),
+    sqlite_where=~col(Item.archived),
+)
 
 
 class ItemCreate(ItemBase):
@@ -2003,16 +2227,44 @@ class ItemUpdate(SQLModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     price_cents: int | None = Field(default=None, ge=0)
+    archived: bool | None = None
     tag_ids: list[int] | None = Field(default=None, max_length=20)
 
 
-class ItemRead(ItemBase):
-    """An item with its owner and tags, as the API returns it."""
+class ItemRead(SQLModel):
+    """An item with its owner and tags (in id order), as the API returns it."""
 
     id: int
+    name: str
+    description: str
+    price_cents: int
+    archived: bool
     created_at: datetime
     owner: OwnerRead
     tags: list[TagRead]
+
+
+class OwnerSummary(SQLModel, table=True):
+    """An owner's live items counted and their prices summed, refreshed after writes.
+
+    A plain table rather than a materialized view: both databases have it, a refresh can
+    recompute only the owners that changed, and a read of it is one primary-key lookup.
+    """
+
+    owner_id: int = Field(foreign_key="owner.id", primary_key=True, ondelete="CASCADE")
+    item_count: int
+    # A sum of int4 prices outgrows int4.
+    total_price_cents: int = Field(sa_type=sa.BigInteger)
+    refreshed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class OwnerSummaryRead(SQLModel):
+    """An owner's summary as the API returns it; ``refreshed_at`` is None before the first."""
+
+    owner_id: int
+    item_count: int
+    total_price_cents: int
+    refreshed_at: datetime | None
 
 
 class ItemPage(SQLModel):
@@ -2052,6 +2304,7 @@ _ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
     col(Item.name),
     col(Item.description),
     col(Item.price_cents),
+    col(Item.archived),
     col(Item.created_at),
     col(Owner.id).label("owner_id"),
     col(Owner.name).label("owner_name"),
@@ -2072,6 +2325,14 @@ _ITEMS_PAGE = (
     .limit(sa.bindparam("limit"))
 )
 _ITEMS_PAGE_OF_OWNER = _ITEMS_PAGE.where(col(Item.owner_id) == sa.bindparam("owner_id"))
+# Live items only, unless asked: the condition of the partial index ix_item_live_owner_id_id,
+# written the same way, so that the database matches the two and uses the index.
+_ITEMS_PAGES = {
+    (False, False): _ITEMS_PAGE.where(~col(Item.archived)),
+    (False, True): _ITEMS_PAGE_OF_OWNER.where(~col(Item.archived)),
+    (True, False): _ITEMS_PAGE,
+    (True, True): _ITEMS_PAGE_OF_OWNER,
+}
 # The tags of a page of items, ordered as the link table's primary key (item_id, tag_id) so
 # that its index gives the order. PostgreSQL takes the ids as one array, = ANY($1): one
 # statement text for every page size, with nothing to expand per request; SQLite has no
@@ -2087,13 +2348,20 @@ _TAGS_OF_ITEMS_IN = _TAGS_OF_ITEMS.where(
 _TAGS_OF_ITEMS_ANY = _TAGS_OF_ITEMS.where(
     col(ItemTagLink.item_id) == sa.any_(sa.bindparam("item_ids", type_=ARRAY(Integer)))
 )
+_OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
+_OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("owner_id"))
 _OWNERS_PAGE = (
-    sa.select(col(Owner.id), col(Owner.name))
-    .where(col(Owner.id) > sa.bindparam("after"))
+    _OWNER_ROWS.where(col(Owner.id) > sa.bindparam("after"))
     .order_by(col(Owner.id))
     .limit(sa.bindparam("limit"))
 )
-_TAGS_BY_NAME = sa.select(col(Tag.id), col(Tag.name)).order_by(col(Tag.name))
+_TAG_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Tag.id), col(Tag.name))
+_TAG_BY_ID = _TAG_ROWS.where(col(Tag.id) == sa.bindparam("tag_id"))
+_TAGS_PAGE = (
+    _TAG_ROWS.where(col(Tag.id) > sa.bindparam("after"))
+    .order_by(col(Tag.id))
+    .limit(sa.bindparam("limit"))
+)
 _OWNER_ID = sa.select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
 # The export's batches: keyset pages on (owner_id, id), which ix_item_owner_id_id serves.
 _EXPORT_PAGE = (
@@ -2102,11 +2370,78 @@ _EXPORT_PAGE = (
     .order_by(col(Item.id))
     .limit(sa.bindparam("limit"))
 )
+# An owner without a summary row yet (none refreshed since it was created) reads as empty.
+_OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
+    sa.select(
+        col(Owner.id).label("owner_id"),
+        sa.func.coalesce(col(OwnerSummary.item_count), 0).label("item_count"),
+        sa.func.coalesce(col(OwnerSummary.total_price_cents), 0).label("total_price_cents"),
+        col(OwnerSummary.refreshed_at),
+    )
+    .outerjoin(OwnerSummary, col(OwnerSummary.owner_id) == col(Owner.id))
+    .where(col(Owner.id) == sa.bindparam("owner_id"))
+)
+
+
+# Owner summaries, refreshed after the response. Writes only mark their owner; the app's
+# CoalescingRefresher recomputes the marked owners together, shortly after, in one statement
+# that reads their live items by owner and upserts their summary rows.
+_SUMMARY_ROWS: Select[*tuple[Any, ...]] = (
+    sa.select(
+        col(Owner.id),
+        sa.func.count(col(Item.id)),
+        sa.func.coalesce(sa.func.sum(col(Item.price_cents)), 0),
+        sa.bindparam("refreshed_at", type_=UTCDateTime()),
+    )
+    .outerjoin(Item, (col(Item.owner_id) == col(Owner.id)) & ~col(Item.archived))
+    .group_by(col(Owner.id))
+)
+_SUMMARY_COLUMNS = ["owner_id", "item_count", "total_price_cents", "refreshed_at"]
+_SUMMARIES_UPSERT_ANY = postgresql_insert(OwnerSummary).from_select(
+    _SUMMARY_COLUMNS,
+    _SUMMARY_ROWS.where(col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(Integer)))),
+)
+_REFRESH_SUMMARIES_ANY = _SUMMARIES_UPSERT_ANY.on_conflict_do_update(
+    index_elements=["owner_id"],
+    set_={name: _SUMMARIES_UPSERT_ANY.excluded[name] for name in _SUMMARY_COLUMNS[1:]},
+)
+# SQLite reads ON after INSERT ... SELECT as the upsert's only when the SELECT has a WHERE
+# clause, which this one always has.
+_SUMMARIES_UPSERT_IN = sqlite_insert(OwnerSummary).from_select(
+    _SUMMARY_COLUMNS,
+    _SUMMARY_ROWS.where(col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True))),
+)
+_REFRESH_SUMMARIES_IN = _SUMMARIES_UPSERT_IN.on_conflict_do_update(
+    index_elements=["owner_id"],
+    set_={name: _SUMMARIES_UPSERT_IN.excluded[name] for name in _SUMMARY_COLUMNS[1:]},
+)
+
+
+async def refresh_owner_summaries(engine: AsyncEngine, owner_ids: frozenset[int]) -> None:
+    """Recompute the summaries of ``owner_ids`` from their live items, in one statement.
+
+    An upsert, so that two processes refreshing the same owner at once both succeed.
+    """
+    postgresql = engine.dialect.name == "postgresql"
+    statement = _REFRESH_SUMMARIES_ANY if postgresql else _REFRESH_SUMMARIES_IN
+    parameters = {"owner_ids": sorted(owner_ids), "refreshed_at": _utcnow()}
+    async with engine.begin() as connection:
+        await connection.execute(statement, parameters)
+
+
+async def get_summaries(request: Request) -> CoalescingRefresher:
+    """The app's refresher of owner summaries: ``mark(owner_id)`` after a write commits."""
+    return cast(CoalescingRefresher, request.app.state.summaries)
+
+
+SummariesDep = Annotated[CoalescingRefresher, Depends(get_summaries)]
 
 
 @router.post("/owners", status_code=status.HTTP_201_CREATED)
 @query_budget(1)
-async def create_owner(body: OwnerCreate, session: SessionDep) -> OwnerRead:
+async def create_owner(
+    body: OwnerCreate, session: SessionDep, summaries: SummariesDep
+) -> OwnerRead:
     """Create an owner; names are unique."""
     owner = Owner.model_validate(body)
     session.add(owner)
@@ -2116,10 +2451,12 @@ async def create_owner(body: OwnerCreate, session: SessionDep) -> OwnerRead:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"an owner named {body.name!r} already exists"
         ) from None
+    # A new owner gets its (empty) summary row.
+    summaries.mark(owner.id)
     return OwnerRead.model_validate(owner)
 
 
-@router.get("/owners", response_model=list[OwnerRead])
+@router.get("/owners", response_model=OwnerPage)
 @query_budget(1)
 async def list_owners(
     reads: ReadsDep,
@@ -2129,7 +2466,34 @@ async def list_owners(
     """List owners by id, a page at a time."""
     async with reads.connect() as connection:
         rows = (await connection.execute(_OWNERS_PAGE, {"after": after, "limit": limit})).all()
-    return json_response([row._asdict() for row in rows])
+    return json_response(_page([row._asdict() for row in rows], limit))
+
+
+@router.get("/owners/{owner_id}", response_model=OwnerRead)
+@query_budget(1)
+async def get_owner(owner_id: int, reads: ReadsDep) -> Response:
+    """One owner."""
+    async with reads.connect() as connection:
+        row = (await connection.execute(_OWNER_BY_ID, {"owner_id": owner_id})).first()
+    if row is None:
+        raise _not_found("owner", owner_id)
+    return json_response(row._asdict())
+
+
+@router.get("/owners/{owner_id}/summary", response_model=OwnerSummaryRead)
+@query_budget(1)
+async def get_owner_summary(owner_id: int, reads: ReadsDep) -> Response:
+    """How many live items an owner has and what they cost together.
+
+    Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
+    read costs one primary-key lookup however many items the owner has, and may trail the
+    latest writes by that delay.
+    """
+    async with reads.connect() as connection:
+        row = (await connection.execute(_OWNER_SUMMARY, {"owner_id": owner_id})).first()
+    if row is None:
+        raise _not_found("owner", owner_id)
+    return json_response(row._asdict())
 
 
 @router.post("/tags", status_code=status.HTTP_201_CREATED)
@@ -2147,18 +2511,35 @@ async def create_tag(body: TagCreate, session: SessionDep) -> TagRead:
     return TagRead.model_validate(tag)
 
 
-@router.get("/tags", response_model=list[TagRead])
+@router.get("/tags", response_model=TagPage)
 @query_budget(1)
-async def list_tags(reads: ReadsDep) -> Response:
-    """List every tag by name."""
+async def list_tags(
+    reads: ReadsDep,
+    after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+) -> Response:
+    """List tags by id, a page at a time."""
     async with reads.connect() as connection:
-        rows = (await connection.execute(_TAGS_BY_NAME)).all()
-    return json_response([row._asdict() for row in rows])
+        rows = (await connection.execute(_TAGS_PAGE, {"after": after, "limit": limit})).all()
+    return json_response(_page([row._asdict() for row in rows], limit))
+
+
+@router.get("/tags/{tag_id}", response_model=TagRead)
+@query_budget(1)
+async def get_tag(tag_id: int, reads: ReadsDep) -> Response:
+    """One tag."""
+    async with reads.connect() as connection:
+        row = (await connection.execute(_TAG_BY_ID, {"tag_id": tag_id})).first()
+    if row is None:
+        raise _not_found("tag", tag_id)
+    return json_response(row._asdict())
 
 
 @router.post("/items", status_code=status.HTTP_201_CREATED)
 @query_budget(4)
-async def create_item(body: ItemCreate, session: SessionDep, cache: CacheDep) -> ItemRead:
+async def create_item(
+    body: ItemCreate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+) -> ItemRead:
     """Create an item for an existing owner, with existing tags."""
     owner = await session.get(Owner, body.owner_id)
     if owner is None:
@@ -2172,7 +2553,8 @@ async def create_item(body: ItemCreate, session: SessionDep, cache: CacheDep) ->
     # A GET of this id before it existed may have cached a "not found", in any process.
     cache.invalidate_on_commit(session, "item", item.id)
     await session.commit()
-    return ItemRead.model_validate(item)
+    summaries.mark(item.owner_id)
+    return _item_read(item)
 
 
 # A miss is cached briefly too, so a flood of requests for a missing item stays off the database.
@@ -2197,27 +2579,29 @@ async def get_item(item_id: int, cache: CacheDep, reads: ReadsDep) -> Response:
 async def list_items(
     reads: ReadsDep,
     owner_id: int | None = None,
+    include_archived: Annotated[
+        bool, Query(description="archived items too; by default only live ones")
+    ] = False,
     after: Annotated[int, Query(ge=0, description="the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
-    """List items by id with their owners and tags, a page at a time.
+    """List live items by id with their owners and tags, a page at a time.
 
     Two queries whatever the page size: the items joined to their owners, then the tags
     of all of them at once.
     """
     page = {"after": after, "limit": limit, "owner_id": owner_id}
-    query = _ITEMS_PAGE if owner_id is None else _ITEMS_PAGE_OF_OWNER
+    query = _ITEMS_PAGES[include_archived, owner_id is not None]
     async with reads.connect() as connection:
         rows = (await connection.execute(query, page)).all()
         items = await _item_reads(connection, rows)
-    next_after = items[-1]["id"] if len(items) == limit else None
-    return json_response({"items": items, "next_after": next_after})
+    return json_response(_page(items, limit))
 
 
 @router.patch("/items/{item_id}")
 @query_budget(6)
 async def update_item(
-    item_id: int, body: ItemUpdate, session: SessionDep, cache: CacheDep
+    item_id: int, body: ItemUpdate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
 ) -> ItemRead:
     """Change the fields given; ``tag_ids`` replaces the item's tags.
 
@@ -2230,18 +2614,23 @@ async def update_item(
     item.sqlmodel_update(body.model_dump(exclude_unset=True, exclude={"tag_ids"}))
     cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
-    return ItemRead.model_validate(item)
+    summaries.mark(item.owner_id)
+    return _item_read(item)
 
 
 @router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
 @query_budget(1)
-async def delete_item(item_id: int, session: SessionDep, cache: CacheDep) -> None:
+async def delete_item(
+    item_id: int, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+) -> None:
     """Delete an item; its tag links go with it."""
-    result = await session.exec(delete(Item).where(col(Item.id) == item_id))
-    if result.rowcount == 0:
+    deleted = delete(Item).where(col(Item.id) == item_id).returning(col(Item.owner_id))
+    owner_id = (await session.exec(deleted)).scalar_one_or_none()
+    if owner_id is None:
         raise _not_found("item", item_id)
     cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
+    summaries.mark(owner_id)
 
 
 # The export reads its rows this many at a time: memory, and the time a connection is held,
@@ -2330,18 +2719,31 @@ async def _item_reads(
 
 
 def _item_dict(row: Row[*tuple[Any, ...]], tags: list[dict[str, Any]]) -> dict[str, Any]:
-    # The ItemRead shape, built as plain data: the rows are already what the database's
-    # constraints allow, so model instances and validation would only cost time.
-    item_id, name, description, price_cents, created_at, owner_id, owner_name = row[:7]
+    # The ItemRead shape, keys in its order, built as plain data: the rows are already what
+    # the database's constraints allow, so model instances and validation would only cost time.
+    item_id, name, description, price_cents, archived, created_at, owner_id, owner_name = row[:8]
     return {
         "id": item_id,
         "name": name,
         "description": description,
         "price_cents": price_cents,
+        "archived": archived,
         "created_at": created_at,
         "owner": {"id": owner_id, "name": owner_name},
         "tags": tags,
     }
+
+
+def _item_read(item: Item) -> ItemRead:
+    # What a write answers: the body a GET of the item answers, tags in id order.
+    return ItemRead.model_validate(
+        item, update={"tags": sorted(item.tags, key=lambda tag: tag.id or 0)}
+    )
+
+
+def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    # Every list answers the same shape; a short page is the last one.
+    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
 
 _EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
@@ -2447,11 +2849,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.offloader = Offloader(
             settings.offload_threads, settings.offload_max_waiting, settings.offload_wait_timeout
         )
+        summaries = app.state.summaries = CoalescingRefresher(
+            "owner summaries",
+            functools.partial(refresh_owner_summaries, engine),
+            settings.summary_refresh_delay,
+        )
+        summaries.start()
         try:
             yield
         finally:
             if listener is not None:
                 await listener.close()
+            # Before the engine goes: pending refreshes still need the database. A few
+            # seconds, well inside the grace period process managers give a stopping service.
+            await summaries.stop(grace=5.0)
             await engine.dispose()
 
     app = FastAPI(title="My Service", lifespan=lifespan)
@@ -2462,6 +2873,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # offload pool's line, or the wait for a database connection.
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(PoolTimeoutError, _overloaded)
+    if settings.profiling_enabled:
+        if importlib.util.find_spec("pyinstrument") is None:
+            raise SettingsError(
+                "PROFILING_ENABLED=true needs pyinstrument: pip install pyinstrument "
+                "(the dev group has it)"
+            )
+        # Inside Server-Timing, so a profiled request still reports its queries there.
+        app.add_middleware(ProfileRequest)
     app.add_middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000)
     # Inside the guard: a refused request costs no log line, and the guard counts it.
     app.add_middleware(RequestLogMiddleware, durations=durations)

@@ -1,6 +1,7 @@
 """The example domain: owners, tags and items.
 
-The exact queries of each route, the cached item reads, and the CSV export.
+The exact queries of each route, one page shape and one field order for every response,
+archived items, the cached item reads, and the CSV export.
 """
 
 import asyncio
@@ -13,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import TypeAdapter
 from sqlalchemy import event, func
 from sqlmodel import select
 from starlette.types import Message, Receive, Scope, Send
@@ -27,7 +27,9 @@ from my_service import (
     ItemRead,
     ItemTagLink,
     Offloader,
+    OwnerPage,
     OwnerRead,
+    TagPage,
     TagRead,
     expect_queries,
 )
@@ -48,9 +50,20 @@ async def create_tag(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
 
 
 async def create_item(
-    client: httpx.AsyncClient, owner_id: int, tag_ids: list[int], name: str = "Lamp"
+    client: httpx.AsyncClient,
+    owner_id: int,
+    tag_ids: list[int],
+    name: str = "Lamp",
+    *,
+    archived: bool = False,
 ) -> dict[str, Any]:
-    body = {"name": name, "price_cents": 1999, "owner_id": owner_id, "tag_ids": tag_ids}
+    body = {
+        "name": name,
+        "price_cents": 1999,
+        "owner_id": owner_id,
+        "tag_ids": tag_ids,
+        "archived": archived,
+    }
     response = await client.post("/items", json=body)
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
@@ -71,27 +84,105 @@ async def test_duplicate_owner_name_is_a_409_and_inserts_nothing(
     response = await client.post("/owners", json={"name": "Ada"})
     assert response.status_code == 409
     assert response.json() == {"detail": "an owner named 'Ada' already exists"}
-    assert len((await client.get("/owners")).json()) == 1
+    assert len((await client.get("/owners")).json()["items"]) == 1
 
 
-async def test_list_owners_pages_by_id_in_one_query(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    ("path", "page_model", "create"),
+    [("/owners", OwnerPage, create_owner), ("/tags", TagPage, create_tag)],
+    ids=["owners", "tags"],
+)
+async def test_owners_and_tags_page_by_id_in_one_query_like_items(
+    client: httpx.AsyncClient, path: str, page_model: type[Any], create: Any
+) -> None:
     for name in ("Ada", "Grace", "Edsger"):
-        await create_owner(client, name)
+        await create(client, name)
     with expect_queries(1):
-        first = (await client.get("/owners", params={"limit": 2})).json()
-    TypeAdapter(list[OwnerRead]).validate_python(first)
-    second = (await client.get("/owners", params={"after": first[-1]["id"]})).json()
-    assert [owner["name"] for owner in first + second] == ["Ada", "Grace", "Edsger"]
+        first = (await client.get(path, params={"limit": 2})).json()
+    page_model.model_validate(first)  # the shape the OpenAPI schema promises
+    assert first["next_after"] == first["items"][-1]["id"] == 2
+    with expect_queries(1):
+        second = (await client.get(path, params={"after": first["next_after"]})).json()
+    assert second["next_after"] is None
+    names = [row["name"] for row in first["items"] + second["items"]]
+    assert names == ["Ada", "Grace", "Edsger"]
 
 
-async def test_create_tag_and_list_tags_by_name(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("path", ["/owners", "/tags", "/items"])
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+async def test_every_list_refuses_a_page_size_out_of_bounds(
+    client: httpx.AsyncClient, path: str, limit: int
+) -> None:
+    response = await client.get(path, params={"limit": limit})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_get_owner_and_get_tag_run_one_query_each(client: httpx.AsyncClient) -> None:
+    owner = await create_owner(client)
+    tag = await create_tag(client, "red")
     with expect_queries(1):
-        await create_tag(client, "red")
-    await create_tag(client, "blue")
+        got_owner = await client.get(f"/owners/{owner['id']}")
     with expect_queries(1):
-        response = await client.get("/tags")
-    TypeAdapter(list[TagRead]).validate_python(response.json())
-    assert [tag["name"] for tag in response.json()] == ["blue", "red"]
+        got_tag = await client.get(f"/tags/{tag['id']}")
+    assert OwnerRead.model_validate(got_owner.json()).id == owner["id"]
+    assert TagRead.model_validate(got_tag.json()).name == "red"
+
+
+@pytest.mark.parametrize("kind", ["owner", "tag"])
+async def test_get_missing_owner_or_tag_is_a_404_in_one_query(
+    client: httpx.AsyncClient, kind: str
+) -> None:
+    with expect_queries(1):
+        response = await client.get(f"/{kind}s/404")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"no {kind} has id 404"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/owners", {"name": "Ada"}), ("/tags", {"name": "red"})],
+    ids=["owner", "tag"],
+)
+async def test_a_created_owner_or_tag_answers_the_body_its_get_answers(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> None:
+    created = await client.post(path, json=body)
+    fetched = await client.get(f"{path}/{created.json()['id']}")
+    # The same bytes: the same fields, in the same order.
+    assert created.content == fetched.content
+    assert list(created.json()) == ["id", "name"]
+
+
+def test_the_openapi_schema_shows_one_page_shape_and_a_get_by_id_per_collection(
+    app: FastAPI,
+) -> None:
+    schema = app.openapi()
+    components = schema["components"]["schemas"]
+    collections = [
+        path
+        for path, operations in schema["paths"].items()
+        if "get" in operations and "{" not in path and path not in ("/health", "/metrics")
+    ]
+    assert sorted(collections) == ["/items", "/owners", "/tags"]
+    for path in collections:
+        operation = schema["paths"][path]["get"]
+        reference = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        page = components[reference["$ref"].rsplit("/", 1)[-1]]
+        assert list(page["properties"]) == ["items", "next_after"], path
+        parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+        assert parameters["limit"]["schema"]["maximum"] == MAX_PAGE_SIZE, path
+        assert "after" in parameters, path
+        by_id = path + "/{" + path[1:-1] + "_id}"
+        assert "get" in schema["paths"].get(by_id, {}), f"{path} has no GET {by_id}"
+    for name in ("ItemRead", "OwnerRead", "TagRead"):
+        assert next(iter(components[name]["properties"])) == "id", name
+
+
+async def test_create_tag_runs_one_insert(client: httpx.AsyncClient) -> None:
+    with expect_queries(1):
+        created = await create_tag(client, "red")
+    assert created == {"id": 1, "name": "red"}
 
 
 async def test_duplicate_tag_name_is_a_409(client: httpx.AsyncClient) -> None:
@@ -112,7 +203,44 @@ async def test_create_item_runs_four_queries_and_returns_owner_and_tags(
     assert response.status_code == 201, response.text
     item = response.json()
     assert item["owner"] == owner
-    assert sorted(item["tags"], key=lambda tag: tag["id"]) == tags
+    assert item["tags"] == tags
+    assert item["archived"] is False
+
+
+@pytest.mark.parametrize("archived", [False, True])
+async def test_a_created_item_answers_the_body_its_get_answers(
+    client: httpx.AsyncClient, archived: bool
+) -> None:
+    owner = await create_owner(client)
+    tags = [await create_tag(client, name) for name in ("red", "blue", "green")]
+    body = {
+        "name": "Lamp",
+        "price_cents": 1999,
+        "owner_id": owner["id"],
+        "tag_ids": [tag["id"] for tag in reversed(tags)],
+        "archived": archived,
+    }
+    created = await client.post("/items", json=body)
+    fetched = await client.get(f"/items/{created.json()['id']}")
+    # The same bytes: the same fields in the same order, tags in id order.
+    assert created.content == fetched.content
+    assert list(created.json())[:2] == ["id", "name"]
+    assert created.json()["archived"] is archived
+
+
+@pytest.mark.parametrize(
+    "change", [{"name": "Desk"}, {"archived": True}, {"tag_ids": [3, 1]}], ids=str
+)
+async def test_an_updated_item_answers_the_body_its_get_answers(
+    client: httpx.AsyncClient, change: dict[str, Any]
+) -> None:
+    owner = await create_owner(client)
+    tags = [await create_tag(client, name) for name in ("red", "blue", "green")]
+    created = await create_item(client, owner["id"], [tags[2]["id"], tags[0]["id"]])
+    updated = await client.patch(f"/items/{created['id']}", json=change)
+    assert updated.status_code == 200, updated.text
+    fetched = await client.get(f"/items/{created['id']}")
+    assert updated.content == fetched.content
 
 
 async def test_create_item_for_unknown_owner_is_a_422_and_inserts_nothing(
@@ -191,13 +319,44 @@ async def test_list_items_pages_in_id_order_and_filters_by_owner(
     assert second["next_after"] is None
 
 
-@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
-async def test_list_items_refuses_a_page_size_out_of_bounds(
-    client: httpx.AsyncClient, limit: int
+async def test_list_items_serves_live_items_unless_asked_for_archived_ones(
+    client: httpx.AsyncClient,
 ) -> None:
-    response = await client.get("/items", params={"limit": limit})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+    ada, grace = await create_owner(client, "Ada"), await create_owner(client, "Grace")
+    for number in range(6):
+        owner = (ada, grace)[number % 2]
+        await create_item(client, owner["id"], [], name=f"item {number}", archived=number >= 4)
+    pages = {
+        "live": {},
+        "live of Ada": {"owner_id": ada["id"]},
+        "all": {"include_archived": True},
+        "all of Ada": {"owner_id": ada["id"], "include_archived": True},
+    }
+    names = {}
+    for label, params in pages.items():
+        with expect_queries(2):
+            response = await client.get("/items", params=params)
+        names[label] = [item["name"] for item in response.json()["items"]]
+    assert names == {
+        "live": ["item 0", "item 1", "item 2", "item 3"],
+        "live of Ada": ["item 0", "item 2"],
+        "all": [f"item {number}" for number in range(6)],
+        "all of Ada": ["item 0", "item 2", "item 4"],
+    }
+
+
+async def test_archiving_an_item_takes_it_off_the_list_and_back(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = await create_owner(client)
+    created = await create_item(client, owner["id"], [])
+    archived = await client.patch(f"/items/{created['id']}", json={"archived": True})
+    assert archived.json() == {**created, "archived": True}
+    assert (await client.get("/items")).json()["items"] == []
+    # Still a resource: a GET by id finds it, archived or not.
+    assert (await client.get(f"/items/{created['id']}")).json() == archived.json()
+    await client.patch(f"/items/{created['id']}", json={"archived": False})
+    assert [item["id"] for item in (await client.get("/items")).json()["items"]] == [1]
 
 
 async def test_update_item_changes_given_fields_and_replaces_tags(

@@ -18,13 +18,24 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
 
-from my_service import Item, ItemTagLink, Owner, QueryRecorder, Tag, record_queries
+from my_service import (
+    Item,
+    ItemTagLink,
+    Owner,
+    QueryRecorder,
+    Tag,
+    record_queries,
+    refresh_owner_summaries,
+)
 
 OWNERS, TAGS, ITEMS = 2_000, 40, 5_000
+# One item in ARCHIVED_EVERY is archived: enough that an index of live rows only is smaller.
+ARCHIVED_EVERY = 5
 
 # Tables large enough in production that reading one in full is a bug; tags stay few.
-LARGE_TABLES = ("item", "itemtaglink", "owner")
+LARGE_TABLES = ("item", "itemtaglink", "owner", "ownersummary")
 
 
 @dataclass
@@ -34,17 +45,23 @@ class Plan:
     described: list[str] = field(default_factory=list)
     scanned: set[str] = field(default_factory=set)
     searched: dict[str, list[str]] = field(default_factory=dict)
+    indexes: set[str] = field(default_factory=set)
 
     def assert_searched(self, table: str, column: str) -> None:
         """``table`` is read through an index whose search condition uses ``column``."""
         conditions = self.searched.get(table, [])
         # SQLite names an INTEGER PRIMARY KEY "rowid" in its plans.
-        names = {column, "rowid"} if column == "id" else {column}
+        primary_key = [key.name for key in SQLModel.metadata.tables[table].primary_key]
+        names = {column, "rowid"} if primary_key == [column] else {column}
         assert any(
             re.search(rf"(?<![\w.]){name}\b", condition)
             for condition in conditions
             for name in names
         ), f"{table} is not searched by an index on {column}:\n{self}"
+
+    def assert_uses_index(self, index: str) -> None:
+        """The database reads through ``index``, by name."""
+        assert index in self.indexes, f"{index} is not used:\n{self}"
 
     def assert_no_full_scan(self) -> None:
         """No large table is read in full."""
@@ -72,6 +89,7 @@ async def seeded(app: FastAPI) -> FastAPI:
                 "description": "",
                 "price_cents": n,
                 "owner_id": n % OWNERS + 1,
+                "archived": n % ARCHIVED_EVERY == 0,
                 "created_at": created,
             }
             for n in range(1, ITEMS + 1)
@@ -83,6 +101,8 @@ async def seeded(app: FastAPI) -> FastAPI:
             for k in range(n % 4)
         ]
         await connection.execute(insert(ItemTagLink), links)
+    await refresh_owner_summaries(engine, frozenset(range(1, OWNERS + 1)))
+    async with engine.begin() as connection:
         await connection.execute(text("ANALYZE"))
     return app
 
@@ -118,6 +138,8 @@ def _read_postgresql(node: dict[str, Any], plan: Plan) -> None:
     elif table is not None and kind in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan"):
         condition = node.get("Index Cond") or node.get("Recheck Cond") or ""
         plan.searched.setdefault(table, []).append(condition)
+    if "Index Name" in node:
+        plan.indexes.add(node["Index Name"])
     index = f" using {node['Index Name']}" if "Index Name" in node else ""
     where = f" on {table}" if table else ""
     condition = node.get("Index Cond") or node.get("Recheck Cond") or node.get("Filter") or ""
@@ -127,6 +149,7 @@ def _read_postgresql(node: dict[str, Any], plan: Plan) -> None:
 
 
 _SQLITE_STEP = re.compile(r"^(SCAN|SEARCH)(?: TABLE)? (\w+)(?: AS \w+)?(.*)$")
+_SQLITE_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\w+)")
 
 
 def _read_sqlite(details: list[str], plan: Plan) -> None:
@@ -137,6 +160,7 @@ def _read_sqlite(details: list[str], plan: Plan) -> None:
             continue
         # An aliased table shows under its alias (owner_1); the table is the name before it.
         kind, table, rest = step.group(1), re.sub(r"_\d+$", "", step.group(2)), step.group(3)
+        plan.indexes.update(_SQLITE_INDEX.findall(rest))
         if kind == "SCAN":
             plan.scanned.add(table)
         else:
@@ -163,10 +187,36 @@ async def test_list_items_reads_items_by_primary_key_and_tags_by_item(
     plan.assert_searched("itemtaglink", "item_id")
 
 
-async def test_list_items_of_an_owner_searches_the_owner_index(
+async def test_live_items_of_an_owner_are_read_through_the_partial_index(
     seeded: FastAPI, client: httpx.AsyncClient
 ) -> None:
     plan = await plan_of_get(seeded, client, "/items", owner_id=7, limit=50)
+    plan.assert_searched("item", "owner_id")
+    plan.assert_uses_index("ix_item_live_owner_id_id")
+
+
+async def test_all_items_of_an_owner_are_read_through_the_owner_index(
+    seeded: FastAPI, client: httpx.AsyncClient
+) -> None:
+    plan = await plan_of_get(seeded, client, "/items", owner_id=7, include_archived=1)
+    plan.assert_searched("item", "owner_id")
+    plan.assert_uses_index("ix_item_owner_id")
+
+
+async def test_owner_summary_is_read_by_key(seeded: FastAPI, client: httpx.AsyncClient) -> None:
+    plan = await plan_of_get(seeded, client, f"/owners/{OWNERS // 3}/summary")
+    plan.assert_searched("owner", "id")
+    plan.assert_searched("ownersummary", "owner_id")
+
+
+async def test_refreshing_summaries_reads_only_the_marked_owners_items(
+    seeded: FastAPI,
+) -> None:
+    with record_queries() as recorder:
+        await refresh_owner_summaries(seeded.state.engine, frozenset({7, 8, 9}))
+    plan = await plan_of(seeded, recorder)
+    plan.assert_no_full_scan()
+    plan.assert_searched("owner", "id")
     plan.assert_searched("item", "owner_id")
 
 
@@ -182,4 +232,9 @@ async def test_list_owners_pages_through_the_primary_key(
     seeded: FastAPI, client: httpx.AsyncClient
 ) -> None:
     plan = await plan_of_get(seeded, client, "/owners", after=OWNERS // 2, limit=50)
+    plan.assert_searched("owner", "id")
+
+
+async def test_get_owner_reads_by_primary_key(seeded: FastAPI, client: httpx.AsyncClient) -> None:
+    plan = await plan_of_get(seeded, client, f"/owners/{OWNERS // 2}")
     plan.assert_searched("owner", "id")

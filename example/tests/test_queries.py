@@ -67,6 +67,19 @@ async def test_responses_carry_their_query_count_in_server_timing(
     assert response.headers["server-timing"] == 'db;dur=0.00;desc="0 queries"'
 
 
+async def test_server_timing_says_one_query_in_the_singular(app: FastAPI) -> None:
+    @query_budget(1)
+    async def one_query(session: SessionDep) -> None:
+        await (await session.connection()).exec_driver_sql("SELECT 1")
+
+    app.get("/one-query")(one_query)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+        response = await raw_client.get("/one-query")
+    assert response.headers["server-timing"].startswith("db;dur=")
+    assert response.headers["server-timing"].endswith(';desc="1 query"')
+
+
 async def test_a_failed_count_shows_the_statements_and_where_they_came_from(
     app: FastAPI,
 ) -> None:

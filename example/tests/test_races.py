@@ -141,5 +141,5 @@ async def test_two_creates_of_one_name_are_a_201_and_a_409(
             )
         statuses = sorted(response.status_code for response in responses)
         assert statuses == [201, 409], explain(responses)
-    owners = (await racer.get("/owners", params={"limit": 100})).json()
+    owners = (await racer.get("/owners", params={"limit": 100})).json()["items"]
     assert len(owners) == ROUNDS
