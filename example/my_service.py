@@ -1,7 +1,8 @@
 """My Service: A FastAPI + SQLModel service.
 
-Run it with ``uvicorn my_service:app`` and test it with ``pytest``. Every setting comes
-from an environment variable; see ``.env.example``.
+Create or upgrade its tables with ``alembic upgrade head``, run it with
+``uvicorn my_service:app`` and test it with ``pytest``. Every setting comes from an
+environment variable; see ``.env.example``.
 
 Sections, in reading order:
     Settings          every knob, read from the environment and validated at start-up
@@ -189,7 +190,6 @@ class Settings(BaseModel):
     database_pool_recycle: int = Field(default=1800, ge=-1)
     database_pool_pre_ping: bool = False
     database_echo: bool = False
-    create_tables: bool = True
     cache_ttl_seconds: float = Field(default=30, gt=0)
     cache_max_entries: int = Field(default=1024, ge=1)
     cache_notify: bool = True
@@ -2827,10 +2827,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The schema is the migrations' business (alembic upgrade head), never start-up's.
         engine = create_engine(settings)
-        if settings.create_tables:
-            async with engine.begin() as connection:
-                await connection.run_sync(SQLModel.metadata.create_all)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -6,7 +6,8 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +51,30 @@ def render(
 
 
 def run(
-    command: list[str], cwd: Path, database_url: str | None = None
+    command: list[str],
+    cwd: Path,
+    *,
+    postgres: bool = False,
+    environment: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a module of this environment's (ruff, mypy, pytest) in ``cwd``, capturing output.
+    """Run a module of this environment's (ruff, mypy, pytest, alembic) in ``cwd``, capturing
+    output, with ``environment`` added to a copy of this process's variables.
 
-    The generated suite uses ``database_url`` if given, else its in-memory SQLite default.
+    A generated suite runs on in-memory SQLite, or with ``postgres`` on throwaway databases it
+    creates on the PostgreSQL server (TEST_DATABASE_URL); never on a DATABASE_URL of ours.
     """
-    environment = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
-    if database_url is not None:
-        environment["DATABASE_URL"] = database_url
+    variables = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "TEST_DATABASE_URL")
+    }
+    if postgres:
+        variables["TEST_DATABASE_URL"] = POSTGRES_URL
+    variables.update(environment or {})
     return subprocess.run(
         [sys.executable, "-m", *command],
         cwd=cwd,
-        env=environment,
+        env=variables,
         capture_output=True,
         text=True,
         timeout=600,
@@ -80,8 +92,8 @@ def _postgres(sql: str) -> None:
     asyncio.run(execute())
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
     """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
     name = f"starter_{uuid.uuid4().hex[:12]}"
     try:
@@ -89,5 +101,14 @@ def postgres_database() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES_URL} is needed for this test: {exc}")
     base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    yield f"{base}/{name}"
-    _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
+    with new_postgres_database() as url:
+        yield url

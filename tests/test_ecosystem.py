@@ -330,11 +330,6 @@ def container(default_project: Path, image_environment: Path, tmp_path: Path) ->
     return Container(app, environment, script)
 
 
-@pytest.mark.xfail(
-    not (ROOT / "template" / "alembic.ini").exists(),
-    reason="the image copies alembic.ini and migrations/ and runs alembic: no project has them yet",
-    strict=True,
-)
 def test_the_image_has_what_it_copies_and_migrates_before_it_serves(
     default_project: Path, container: Container
 ) -> None:

@@ -6,24 +6,30 @@ in CHANGELOG.md. They render a project from v0.1.0, commit it, edit it as a user
 update it with the command the README gives, to the newest tag.
 """
 
+import asyncio
 import difflib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 import yaml
-from conftest import ROOT, render, run
+from conftest import ROOT, new_postgres_database, render, run
 from packaging.version import Version
 
-# The release the update starts from. Its commit is found by its tag or, in a clone without
-# tags, by the subject of its release commit.
-FROM_VERSION = "0.1.0"
+# The releases updates start from, oldest first; most tests start from the oldest. A release
+# commit is found by its tag or, in a clone without tags, by the subject of its commit.
+RELEASES = ("0.1.0", "0.2.0")
+FROM_VERSION = RELEASES[0]
 UPDATE_COMMAND = ["copier", "update", "--defaults", "--trust"]
 # Throwaway repositories get an identity of their own, whatever git config the machine has.
 _GIT_IDENTITY = {
@@ -207,18 +213,12 @@ def make_user_edits(project: Path) -> None:
     (project / ".env").write_text(USER_ENV)
 
 
-def generate(template_repository: Path, destination: Path) -> Path:
-    """A project rendered from the old release and committed, as `copier copy` users do."""
-    project = render(template_repository, destination, vcs_ref=f"v{FROM_VERSION}")
+def generate(template_repository: Path, destination: Path, version: str = FROM_VERSION) -> Path:
+    """A project rendered from an old release and committed, as `copier copy` users do."""
+    project = render(template_repository, destination, vcs_ref=f"v{version}")
     git("init", "--quiet", "--initial-branch=main", cwd=project)
     git("add", "--all", cwd=project)
-    git(
-        "commit",
-        "--quiet",
-        "--message",
-        f"Generate from sqlmodel-starter {FROM_VERSION}",
-        cwd=project,
-    )
+    git("commit", "--quiet", "--message", f"Generate from sqlmodel-starter {version}", cwd=project)
     return project
 
 
@@ -263,6 +263,19 @@ class Update:
         return f"{self.result.stdout}{self.result.stderr}\n--- git diff HEAD ---\n{changes}"
 
 
+def write_revision_of_the_users_tables(project: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Autogenerate the revision of the user's tables against an empty database at head, as
+    the CHANGELOG of 0.3.0 says: the steps, each with what it printed.
+    """
+    empty = {"DATABASE_URL": f"sqlite+aiosqlite:///{project / 'empty.db'}"}
+    steps = [
+        run(["alembic", "upgrade", "head"], project, environment=empty),
+        run(["alembic", "revision", "--autogenerate", "-m", "reviews"], project, environment=empty),
+    ]
+    (project / "empty.db").unlink(missing_ok=True)
+    return steps
+
+
 def update(project: Path) -> Update:
     """Run the README's update command in ``project`` and check that Copier succeeded."""
     result = run(UPDATE_COMMAND, project)
@@ -271,26 +284,33 @@ def update(project: Path) -> Update:
     return outcome
 
 
-# --- Fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def template_repository(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The template's git history in brief: the old release, then the working tree."""
-    repository = tmp_path_factory.mktemp("repository") / "sqlmodel-starter"
-    repository.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=repository)
-    archive = repository.parent / "release.tar"
-    git("archive", f"--output={archive}", release_commit(FROM_VERSION), cwd=ROOT)
-    shutil.unpack_archive(archive, repository, filter="data")
-    git("add", "--all", cwd=repository)
-    git("commit", "--quiet", "--message", f"Release {FROM_VERSION}", cwd=repository)
-    git("tag", f"v{FROM_VERSION}", cwd=repository)
+def empty_worktree(repository: Path) -> None:
+    """Delete every file of ``repository`` but its .git, for the next version to replace."""
     for path in repository.iterdir():
         if path.is_dir() and path.name != ".git":
             shutil.rmtree(path)
         elif path.is_file():
             path.unlink()
+
+
+# --- Fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def template_repository(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template's git history in brief: the old releases, then the working tree."""
+    repository = tmp_path_factory.mktemp("repository") / "sqlmodel-starter"
+    repository.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=repository)
+    archive = repository.parent / "release.tar"
+    for version in RELEASES:
+        empty_worktree(repository)
+        git("archive", f"--output={archive}", release_commit(version), cwd=ROOT)
+        shutil.unpack_archive(archive, repository, filter="data")
+        git("add", "--all", cwd=repository)
+        git("commit", "--quiet", "--message", f"Release {version}", cwd=repository)
+        git("tag", f"v{version}", cwd=repository)
+    empty_worktree(repository)
     shutil.copytree(template, repository, dirs_exist_ok=True)
     git("add", "--all", cwd=repository)
     git("commit", "--quiet", "--allow-empty", "--message", "The working tree", cwd=repository)
@@ -303,7 +323,10 @@ def edited_update(template_repository: Path, tmp_path_factory: pytest.TempPathFa
     """A project with the user's edits in every place they belong, updated."""
     project = generate(template_repository, tmp_path_factory.mktemp("edited") / "project")
     make_user_edits(project)
-    return update(project)
+    outcome = update(project)
+    for step in write_revision_of_the_users_tables(project):
+        assert step.returncode == 0, f"{step.args}\n{step.stdout}{step.stderr}"
+    return outcome
 
 
 @pytest.fixture(scope="module")
@@ -403,11 +426,9 @@ def test_the_updated_suite_with_the_users_tests_passes_on_sqlite(edited_update: 
 
 @pytest.mark.postgres
 def test_the_updated_suite_with_the_users_tests_passes_on_postgresql(
-    edited_update: Update, postgres_database: str
+    edited_update: Update,
 ) -> None:
-    result = run(
-        ["pytest", "-v", "-p", "no:cacheprovider"], edited_update.project, postgres_database
-    )
+    result = run(["pytest", "-v", "-p", "no:cacheprovider"], edited_update.project, postgres=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 
@@ -502,6 +523,247 @@ def test_an_update_across_a_migration_without_trust_is_refused_and_changes_nothi
     assert git("status", "--porcelain", cwd=project) == ""
     assert (project / ".env").read_text() == USER_ENV
     assert recorded_commit(project) == f"v{FROM_VERSION}"
+
+
+# --- An update from 0.2.0, whose databases were made by create_all, to migrations ----------
+
+# What the user's service stored before the update, through its own API.
+POPULATE = """
+import asyncio
+import sys
+
+import httpx
+
+from my_service import Settings, create_app
+
+
+async def main() -> None:
+    app = create_app(Settings(database_url=sys.argv[1]))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+    ):
+        async def post(path: str, body: object) -> int:
+            response = await client.post(path, json=body)
+            assert response.status_code == 201, response.text
+            return int(response.json()["id"])
+
+        owner = await post("/owners", {"name": "Ada"})
+        tag = await post("/tags", {"name": "desk"})
+        body = {"name": "Lamp", "price_cents": 1999, "owner_id": owner, "tag_ids": [tag]}
+        item = await post("/items", body)
+        await post(f"/items/{item}/reviews", {"stars": 5, "comment": "bright"})
+
+
+asyncio.run(main())
+"""
+STORED = {
+    "owner": [(1, "Ada")],
+    "tag": [(1, "desk")],
+    "item": [(1, "Lamp", 1999, 1)],
+    "itemtaglink": [(1, 1)],
+    "review": [(1, 1, 5, "bright")],
+}
+STORED_QUERIES = {
+    "owner": "SELECT id, name FROM owner",
+    "tag": "SELECT id, name FROM tag",
+    "item": "SELECT id, name, price_cents, owner_id FROM item",
+    "itemtaglink": "SELECT item_id, tag_id FROM itemtaglink",
+    "review": "SELECT id, item_id, stars, comment FROM review",
+}
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A project updated from 0.2.0 whose database went through the CHANGELOG's steps."""
+
+    update: Update
+    database: Path
+    steps: list[subprocess.CompletedProcess[str]]
+
+    def explain(self) -> str:
+        """Copier's output, the changes, and what each step printed."""
+        printed = "".join(f"$ {step.args}\n{step.stdout}{step.stderr}" for step in self.steps)
+        return f"{self.update.explain()}\n--- steps ---\n{printed}"
+
+
+def stored(database: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The rows of every table the service and the user's model keep."""
+    with closing(sqlite3.connect(database)) as connection:
+        return {
+            table: connection.execute(query).fetchall() for table, query in STORED_QUERIES.items()
+        }
+
+
+@pytest.fixture(scope="module")
+def adopted(template_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Adoption:
+    """A 0.2.0 project with a populated database, updated, then stamped and upgraded."""
+    project = generate(template_repository, tmp_path_factory.mktemp("adopted") / "project", "0.2.0")
+    make_user_edits(project)
+    database = project / "service.db"
+    service = {"DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    populated = subprocess.run(
+        [sys.executable, "-c", POPULATE, service["DATABASE_URL"]],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert populated.returncode == 0, populated.stdout + populated.stderr
+    assert stored(database) == STORED
+    outcome = update(project)
+    # The CHANGELOG's "Needs care", step by step: stamp the database at the initial schema,
+    # upgrade it, then write the revision of the user's own table and stamp the database at it.
+    steps = [
+        run(["alembic", "stamp", "0001"], project, environment=service),
+        run(["alembic", "upgrade", "head"], project, environment=service),
+        *write_revision_of_the_users_tables(project),
+        run(["alembic", "stamp", "head"], project, environment=service),
+    ]
+    adoption = Adoption(outcome, database, steps)
+    for step in steps:
+        assert step.returncode == 0, adoption.explain()
+    return adoption
+
+
+def test_an_update_from_0_2_0_leaves_no_conflicts(adopted: Adoption) -> None:
+    project = adopted.update.project
+    assert not conflict_leftovers(project), adopted.explain()
+    assert not unmerged_paths(project), adopted.explain()
+    assert (project / "migrations" / "versions" / "0001_initial.py").is_file()
+
+
+def test_the_stamped_database_keeps_its_rows_and_matches_the_models(adopted: Adoption) -> None:
+    assert stored(adopted.database) == STORED, adopted.explain()
+    service = {"DATABASE_URL": f"sqlite+aiosqlite:///{adopted.database}"}
+    check = run(["alembic", "check"], adopted.update.project, environment=service)
+    assert check.returncode == 0, check.stdout + check.stderr + adopted.explain()
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_the_revision_of_the_users_table_creates_it_and_nothing_else(adopted: Adoption) -> None:
+    versions = adopted.update.project / "migrations" / "versions"
+    written = list(versions.glob("*_reviews.py"))
+    assert len(written) == 1, sorted(path.name for path in versions.iterdir())
+    revision = written[0].read_text()
+    assert 'op.create_table(\n        "review",' in revision, revision
+    assert revision.count("op.create_table(") == 1, revision
+    assert 'down_revision: str | None = "0001"' in revision, revision
+
+
+def test_the_project_after_the_update_from_0_2_0_is_lint_format_and_type_clean(
+    adopted: Adoption,
+) -> None:
+    project = adopted.update.project
+    for command in (
+        ["ruff", "check", "--no-cache", "."],
+        ["ruff", "format", "--check", "--diff", "--no-cache", "."],
+        ["mypy", "--cache-dir", "/dev/null", "."],
+    ):
+        result = run(command, project)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_suite_after_the_update_from_0_2_0_passes_on_sqlite(adopted: Adoption) -> None:
+    result = run(["pytest", "-v", "-p", "no:cacheprovider"], adopted.update.project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert USER_TEST_PASSED in result.stdout, result.stdout
+
+
+@pytest.mark.postgres
+def test_the_suite_after_the_update_from_0_2_0_passes_on_postgresql(adopted: Adoption) -> None:
+    result = run(["pytest", "-v", "-p", "no:cacheprovider"], adopted.update.project, postgres=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert USER_TEST_PASSED in result.stdout, result.stdout
+
+
+# What create_all of 0.2.0 made: tables, columns, constraints, indexes, as the database
+# itself describes them.
+CREATED_BY_0_2_0 = """
+import asyncio
+import sys
+
+from my_service import Settings, create_app
+
+
+async def main() -> None:
+    app = create_app(Settings(database_url=sys.argv[1]))
+    async with app.router.lifespan_context(app):
+        pass
+
+
+asyncio.run(main())
+"""
+SQLITE_SCHEMA = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE '%alembic%'"
+)
+POSTGRESQL_SCHEMA = [
+    "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length,"
+    " is_nullable, column_default FROM information_schema.columns WHERE table_schema = 'public'",
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE connamespace = 'public'::regnamespace",
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "SELECT sequencename, data_type FROM pg_sequences WHERE schemaname = 'public'",
+]
+
+
+def schema_of(database_url: str) -> list[tuple[object, ...]]:
+    """Every table, column, constraint, index and sequence of a database but Alembic's own."""
+    if database_url.startswith("sqlite"):
+        with closing(sqlite3.connect(database_url.split("///", 1)[1])) as connection:
+            return sorted(connection.execute(SQLITE_SCHEMA).fetchall())
+
+    async def read() -> list[tuple[object, ...]]:
+        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        connection = await asyncpg.connect(dsn)
+        try:
+            rows = [
+                tuple(row) for query in POSTGRESQL_SCHEMA for row in await connection.fetch(query)
+            ]
+        finally:
+            await connection.close()
+        return sorted((row for row in rows if "alembic" not in str(row)), key=repr)
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def two_empty_databases(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    """Two empty databases of one kind, SQLite files or new PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield (
+            f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+            f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+        )
+        return
+    with new_postgres_database() as first, new_postgres_database() as second:
+        yield first, second
+
+
+def test_revision_0001_builds_exactly_what_0_2_0_created_at_start_up(
+    template_repository: Path, tmp_path: Path, two_empty_databases: tuple[str, str]
+) -> None:
+    by_create_all, by_migration = two_empty_databases
+    old = render(template_repository, tmp_path / "old", vcs_ref="v0.2.0")
+    created = subprocess.run(
+        [sys.executable, "-c", CREATED_BY_0_2_0, by_create_all],
+        cwd=old,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    new = render(template_repository, tmp_path / "new")
+    migrated = run(["alembic", "upgrade", "0001"], new, environment={"DATABASE_URL": by_migration})
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    expected = schema_of(by_create_all)
+    assert expected, "0.2.0 created no tables"
+    assert schema_of(by_migration) == expected
 
 
 # --- From a template clone without tags ------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute, APIRouter
 from sqlalchemy.exc import DBAPIError
 from starlette.routing import BaseRoute
 
-from conftest import DATABASE_URL, EXERCISED_ROUTES
+from conftest import EXERCISED_ROUTES
 from my_service import (
     QueryCountError,
     SessionDep,
@@ -136,9 +136,9 @@ async def test_a_request_over_its_budget_is_logged_with_its_statements(
 
 
 async def test_a_request_slower_than_the_threshold_is_logged(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, database_url: str
 ) -> None:
-    app = create_app(Settings(database_url=DATABASE_URL, slow_request_ms=0))
+    app = create_app(Settings(database_url=database_url, slow_request_ms=0))
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

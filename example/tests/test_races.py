@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from my_service import ItemTagLink, Settings, create_app, get_session
@@ -38,6 +38,9 @@ async def racing_app(app: FastAPI, tmp_path: Path) -> AsyncIterator[FastAPI]:
         database_url = url.render_as_string(hide_password=False)
     racing = create_app(Settings(database_url=database_url, guard_enabled=False))
     async with racing.router.lifespan_context(racing):
+        # A SQLite file of the test's own starts empty; a server database has its tables.
+        async with racing.state.engine.begin() as connection:
+            await connection.run_sync(SQLModel.metadata.create_all)
         yield racing
 
 

@@ -1,0 +1,77 @@
+"""The generated migration tests catch a schema that the migrations and the models disagree on."""
+
+from pathlib import Path
+
+import pytest
+from conftest import render, run
+
+INDEX_IN_0001 = '    op.create_index("ix_item_owner_id_id", "item", ["owner_id", "id"])\n'
+PRICE_COLUMN = "    price_cents: int = Field(ge=0)\n"
+PRICE_AND_SKU_COLUMNS = PRICE_COLUMN + '    sku: str = Field(default="", max_length=20)\n'
+SCHEMA_TEST = (
+    "tests/test_migrations.py::"
+    "test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema"
+)
+OWNER_INDEX = 'Index("ix_item_owner_id_id", "owner_id", "id")'
+# What autogenerate does not compare: made partial in the model alone, the index differs
+# only in the database's catalogue.
+PARTIAL_OWNER_INDEX = (
+    'Index("ix_item_owner_id_id", "owner_id", "id", '
+    'postgresql_where=sa.text("price_cents > 0"), sqlite_where=sa.text("price_cents > 0"))'
+)
+CATALOGUE_TEST = (
+    "tests/test_migrations.py::test_upgrading_to_head_builds_what_the_models_would_create"
+)
+WHAT_TO_RUN = 'alembic revision --autogenerate -m "what changed"'
+# The generated suite's migration tests: the rest of the suite is checked in test_render.py.
+MIGRATION_TESTS = ["pytest", "-q", "-p", "no:cacheprovider", "tests/test_migrations.py"]
+DATABASES = [
+    pytest.param(False, id="sqlite"),
+    pytest.param(True, id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture
+def project(template: Path, tmp_path: Path) -> Path:
+    return render(template, tmp_path / "project")
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    source = path.read_text()
+    assert source.count(old) == 1, f"{old!r} is not in {path.name} exactly once"
+    path.write_text(source.replace(old, new))
+
+
+@pytest.mark.parametrize("postgres", DATABASES)
+def test_a_revision_without_an_index_of_the_models_fails_the_suite(
+    project: Path, postgres: bool
+) -> None:
+    replace_once(project / "migrations" / "versions" / "0001_initial.py", INDEX_IN_0001, "")
+    result = run(MIGRATION_TESTS, project, postgres=postgres)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"FAILED {SCHEMA_TEST}" in result.stdout, result.stdout
+    assert "create_index('ix_item_owner_id_id'" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("postgres", DATABASES)
+def test_a_model_changed_without_a_revision_fails_saying_what_to_run(
+    project: Path, postgres: bool
+) -> None:
+    replace_once(project / "my_service.py", PRICE_COLUMN, PRICE_AND_SKU_COLUMNS)
+    result = run(MIGRATION_TESTS, project, postgres=postgres)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"FAILED {SCHEMA_TEST}" in result.stdout, result.stdout
+    assert "sa.Column('sku', sa.String(length=20), nullable=False))" in result.stdout
+    assert WHAT_TO_RUN in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("postgres", DATABASES)
+def test_an_index_made_partial_without_a_revision_fails_the_catalogue_test(
+    project: Path, postgres: bool
+) -> None:
+    replace_once(project / "my_service.py", OWNER_INDEX, PARTIAL_OWNER_INDEX)
+    result = run([*MIGRATION_TESTS, "-rA"], project, postgres=postgres)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"FAILED {CATALOGUE_TEST}" in result.stdout, result.stdout
+    assert f"PASSED {SCHEMA_TEST}" in result.stdout, "autogenerate saw it after all"
+    assert "price_cents > 0" in result.stdout, result.stdout

@@ -1,0 +1,80 @@
+"""The README's "Try it" command serves the generated project exactly as printed.
+
+Everything before `cd my-service` installs this environment and renders the defaults, which
+the other tests cover; this one renders the defaults, puts this environment where the command
+expects `.venv`, and runs the rest of the printed command: the migrations, then the server.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, render
+
+CD = "cd my-service && "
+
+
+def serve_command() -> str:
+    """What the README's serve command runs in the generated project."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- serve-command -->\n```sh\n(.*?)\n```", readme, re.S)
+    assert found, "README.md has no ```sh block right after <!-- serve-command -->"
+    command = found.group(1)
+    assert command.count(CD) == 1, command
+    return command.split(CD, 1)[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(template: Path, tmp_path: Path) -> Iterator[str]:
+    """The rendered defaults, started with the README's command; the server's base URL."""
+    project = render(template, tmp_path / "my-service")
+    (tmp_path / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    port = free_port()
+    environment = {
+        **{name: value for name, value in os.environ.items() if name != "DATABASE_URL"},
+        "UVICORN_PORT": str(port),  # uvicorn reads its options from UVICORN_* as well
+    }
+    process = subprocess.Popen(
+        ["bash", "-c", serve_command()],
+        cwd=project,
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    log = []
+    for line in process.stderr:  # wait for start-up, or for the command to end
+        log.append(line)
+        if "Application startup complete" in line:
+            break
+    else:
+        pytest.fail("the serve command did not start the service:\n" + "".join(log))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_the_readme_serve_command_migrates_the_database_and_serves_it(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=10) as client:
+        created = client.post("/owners", json={"name": "Ada"})
+        assert created.status_code == 201, created.text
+        listed = client.get("/owners")
+        assert listed.status_code == 200, listed.text
+        assert listed.json() == [{"id": 1, "name": "Ada"}]
