@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
+from sqlalchemy.exc import DBAPIError
 from starlette.routing import BaseRoute
 
 from conftest import EXERCISED_ROUTES
@@ -18,6 +19,7 @@ from my_service import (
     create_app,
     expect_queries,
     query_budget,
+    record_queries,
 )
 
 
@@ -93,6 +95,24 @@ async def test_a_failed_count_shows_the_statements_and_where_they_came_from(
     assert "  1. SELECT 1\n" in report
     assert "in select_one_three_times" in report
     assert "repeated: 3 x SELECT 1" in report
+
+
+async def test_failed_statements_are_timed_and_leave_nothing_on_the_connection(
+    app: FastAPI,
+) -> None:
+    # A statement that raises never reaches after_cursor_execute; its capture, parameters
+    # included, must not stay on the pooled connection for the connection's life.
+    with record_queries() as recorder:
+        async with app.state.reads.connect() as connection:
+            for _ in range(200):
+                with pytest.raises(DBAPIError):
+                    await connection.exec_driver_sql("SELECT * FROM no_such_table")
+            await connection.exec_driver_sql("SELECT 1")
+            left_behind = repr(connection.info)
+    assert recorder.count == 201
+    untimed = [query.statement for query in recorder.queries if query.duration == 0]
+    assert not untimed, f"{len(untimed)} statements were never timed: {untimed[:3]}"
+    assert "CapturedQuery" not in left_behind, left_behind[:500]
 
 
 async def test_a_request_over_its_budget_is_logged_with_its_statements(

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from my_service import Settings, SettingsError
 
@@ -19,6 +20,62 @@ def test_unset_variables_keep_their_defaults() -> None:
 def test_a_plain_postgres_url_gets_the_async_driver() -> None:
     settings = Settings.from_env({"DATABASE_URL": "postgres://app@db:5432/app"})
     assert settings.database_url == "postgresql+asyncpg://app@db:5432/app"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("require", "ssl=require"),
+        ("verify-full", "ssl=verify-full"),
+        ("disable", "ssl=disable"),
+    ],
+)
+def test_a_providers_sslmode_becomes_asyncpgs_ssl(mode: str, expected: str) -> None:
+    url = f"postgres://app:s3cret@db.example.com:5432/app?sslmode={mode}"
+    settings = Settings.from_env({"DATABASE_URL": url})
+    assert settings.database_url == (
+        f"postgresql+asyncpg://app:s3cret@db.example.com:5432/app?{expected}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("sslmode=required", "want sslmode (or ssl) once, one of disable, allow, prefer"),
+        ("sslmode=require&ssl=require", "want sslmode (or ssl) once"),
+        ("sslmode=verify-full&sslrootcert=/ca.pem", "remove it and set PGSSLROOTCERT instead"),
+    ],
+)
+def test_an_sslmode_asyncpg_cannot_take_is_refused_saying_what_it_takes(
+    query: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_URL": f"postgres://app:s3cret@db:5432/app?{query}"})
+    assert message in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://app:s3cret@db/app",
+        "postgresql://app:s3cret@db:port/app",
+        "postgresql://app:s3cret@db:5432/app?sslmode=sometimes",
+    ],
+)
+def test_a_refused_database_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL") as caught:
+        Settings.from_env({"DATABASE_URL": url})
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(ValidationError) as raw:
+        Settings(database_url=url)
+    assert "s3cret" not in str(raw.value)
+
+
+def test_a_refused_url_is_shown_with_its_password_masked() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_URL": "mysql://app:s3cret@db/app"})
+    assert "DATABASE_URL='mysql://app:***@db/app'" in str(caught.value)
 
 
 @pytest.mark.parametrize(
