@@ -82,6 +82,7 @@ def test_concurrent_upgrades_wait_for_one_another_and_migrate_once(
     printed = "\n".join(result.stdout for result in results)
     assert [result.returncode for result in results] == [0, 0], printed
     assert printed.count("Running upgrade  -> 0001") == 1, printed
+    assert printed.count("Running upgrade 0001 -> 0002") == 1, printed
 
     async def version() -> object:
         connection = await asyncpg.connect(dsn)
@@ -90,4 +91,4 @@ def test_concurrent_upgrades_wait_for_one_another_and_migrate_once(
         finally:
             await connection.close()
 
-    assert asyncio.run(version()) == "0001"
+    assert asyncio.run(version()) == "0002"

@@ -4,12 +4,15 @@ from pathlib import Path
 
 from render_example import ROOT, render_example
 
+# What running the example's own checks leaves behind, which git ignores too.
+LEFT_BY_TOOLS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"}
+
 
 def files(root: Path) -> dict[str, str]:
     return {
         str(path.relative_to(root)): path.read_text()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and ".mypy_cache" not in path.parts
+        if path.is_file() and not LEFT_BY_TOOLS & set(path.parts)
     }
 
 

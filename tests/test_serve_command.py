@@ -77,4 +77,4 @@ def test_the_readme_serve_command_migrates_the_database_and_serves_it(served: st
         assert created.status_code == 201, created.text
         listed = client.get("/owners")
         assert listed.status_code == 200, listed.text
-        assert listed.json() == [{"id": 1, "name": "Ada"}]
+        assert listed.json()["items"] == [{"id": 1, "name": "Ada"}]

@@ -300,6 +300,16 @@ def write_revision_of_the_users_tables(project: Path) -> list[subprocess.Complet
     return steps
 
 
+def follow_up(project: Path) -> None:
+    """Make the changes the CHANGELOG asks of the user's code, then write the revision of the
+    user's tables.
+    """
+    for old, new in USER_FOLLOW_UP:
+        edit(project / "my_service.py", old, new)
+    for step in write_revision_of_the_users_tables(project):
+        assert step.returncode == 0, f"{step.args}\n{step.stdout}{step.stderr}"
+
+
 def update(project: Path) -> Update:
     """Run the README's update command in ``project`` and check that Copier succeeded."""
     result = run(UPDATE_COMMAND, project)
@@ -347,19 +357,17 @@ def edited_update(template_repository: Path, tmp_path_factory: pytest.TempPathFa
     """A project with the user's edits in every place they belong, updated."""
     project = generate(template_repository, tmp_path_factory.mktemp("edited") / "project")
     make_user_edits(project)
-    outcome = update(project)
-    for step in write_revision_of_the_users_tables(project):
-        assert step.returncode == 0, f"{step.args}\n{step.stdout}{step.stderr}"
-    return outcome
+    return update(project)
 
 
 @pytest.fixture(scope="module")
 def followed_up_update(edited_update: Update, tmp_path_factory: pytest.TempPathFactory) -> Update:
-    """A copy of the updated project, with the changes the CHANGELOG asks of the user's code."""
+    """A copy of the updated project, with the changes the CHANGELOG asks of the user's code,
+    then the revision of the user's tables.
+    """
     project = tmp_path_factory.mktemp("followed-up") / "project"
     shutil.copytree(edited_update.project, project)
-    for old, new in USER_FOLLOW_UP:
-        edit(project / "my_service.py", old, new)
+    follow_up(project)
     return Update(project, edited_update.result)
 
 
@@ -678,13 +686,15 @@ def adopted(template_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     assert stored(database) == STORED
     outcome = update(project)
     # The CHANGELOG's "Needs care", step by step: stamp the database at the initial schema,
-    # upgrade it, then write the revision of the user's own table and stamp the database at it.
+    # upgrade it, bring the user's code in line, write the revision of the user's own table,
+    # and stamp the database at it (the table is there already).
     steps = [
         run(["alembic", "stamp", "0001"], project, environment=service),
         run(["alembic", "upgrade", "head"], project, environment=service),
-        *write_revision_of_the_users_tables(project),
-        run(["alembic", "stamp", "head"], project, environment=service),
     ]
+    if all(step.returncode == 0 for step in steps):
+        follow_up(project)
+        steps.append(run(["alembic", "stamp", "head"], project, environment=service))
     adoption = Adoption(outcome, database, steps)
     for step in steps:
         assert step.returncode == 0, adoption.explain()
@@ -713,7 +723,7 @@ def test_the_revision_of_the_users_table_creates_it_and_nothing_else(adopted: Ad
     revision = written[0].read_text()
     assert 'op.create_table(\n        "review",' in revision, revision
     assert revision.count("op.create_table(") == 1, revision
-    assert 'down_revision: str | None = "0001"' in revision, revision
+    assert 'down_revision: str | None = "0002"' in revision, revision
 
 
 def test_the_project_after_the_update_from_0_2_0_is_lint_format_and_type_clean(
