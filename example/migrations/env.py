@@ -47,8 +47,9 @@ def run_migrations(connection: Connection) -> None:
     if sqlite:
         # SQLite alters a table by copying it to a new one and dropping the old ("batch"
         # mode); with foreign keys enforced, that drop would cascade deletes into the rows
-        # that reference it. The pragma only takes effect outside a transaction: here.
-        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        # that reference it. The pragma only takes effect outside a transaction, so it goes
+        # through the driver's cursor, before the connection begins one.
+        _pragma(connection, "foreign_keys = OFF")
     try:
         context.configure(
             connection=connection,
@@ -72,7 +73,15 @@ def run_migrations(connection: Connection) -> None:
     finally:
         if sqlite:
             connection.rollback()
-            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+            _pragma(connection, "foreign_keys = ON")
+
+
+def _pragma(connection: Connection, setting: str) -> None:
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA {setting}")
+    finally:
+        cursor.close()
 
 
 async def migrate(engine: AsyncEngine) -> None:
