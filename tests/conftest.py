@@ -112,3 +112,17 @@ def postgres_database() -> Iterator[str]:
     """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
     with new_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+def project(template: Path, tmp_path: Path) -> Path:
+    """A rendering with the default answers, for a test to break."""
+    return render(template, tmp_path / "project")
+
+
+def break_module(project: Path, old: str, new: str) -> None:
+    """Replace ``old`` with ``new`` in the rendered module, failing if ``old`` is gone."""
+    module = project / "my_service.py"
+    source = module.read_text()
+    assert old in source, f"{old!r} is not in the module any more"
+    module.write_text(source.replace(old, new))

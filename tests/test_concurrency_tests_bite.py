@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import render, run
+from conftest import break_module, run
 
 ROW_LOCK = "_items_with_relations().where(Item.id == item_id).with_for_update(of=Item)"
 NO_ROW_LOCK = "_items_with_relations().where(Item.id == item_id)"
@@ -11,18 +11,6 @@ BEGIN_IMMEDIATE = 'event.listen(engine.sync_engine, "begin", _begin_immediate)'
 # SQLite's driver then begins a transaction at the first write, after the reads.
 DEFERRED_BEGIN = 'event.listen(engine.sync_engine, "begin", lambda connection: None)'
 RACES = ["pytest", "-q", "-p", "no:cacheprovider", "tests/test_races.py"]
-
-
-@pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
-
-
-def break_module(project: Path, old: str, new: str) -> None:
-    module = project / "my_service.py"
-    source = module.read_text()
-    assert old in source, f"{old!r} is not in the module any more"
-    module.write_text(source.replace(old, new))
 
 
 def assert_races_caught(result_stdout: str) -> None:

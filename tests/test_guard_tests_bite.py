@@ -4,17 +4,11 @@ the suite must fail.
 
 from pathlib import Path
 
-import pytest
-from conftest import render, run
+from conftest import run
 
 BODY_DEADLINE = "async with asyncio.timeout(self.timeout):"
 # The body is still read before the guard admits the request, but for as long as it takes.
 NO_DEADLINE = "async with asyncio.timeout(None):"
-
-
-@pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
 
 
 def test_removing_the_body_deadline_fails_the_slow_upload_test(project: Path) -> None:

@@ -2,23 +2,10 @@
 
 from pathlib import Path
 
-import pytest
-from conftest import render, run
+from conftest import break_module, run
 
 ID = "Id = Annotated[int, Field(ge=1, lt=2**63), WholeNumber]"
 PRICE = "NonNegativeInt4 = Annotated[int, Field(ge=0, lt=2**31), WholeNumber]"
-
-
-@pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
-
-
-def break_module(project: Path, old: str, new: str) -> None:
-    module = project / "my_service.py"
-    source = module.read_text()
-    assert old in source, f"{old!r} is not in the module any more"
-    module.write_text(source.replace(old, new))
 
 
 def test_an_id_without_its_upper_bound_fails_the_suite(project: Path) -> None:

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import render, run
+from conftest import run
 
 INDEX_IN_0001 = '    op.create_index("ix_itemtaglink_tag_id", "itemtaglink", ["tag_id"])\n'
 PRICE_COLUMN = "    price_cents: NonNegativeInt4\n"
@@ -29,11 +29,6 @@ DATABASES = [
     pytest.param(False, id="sqlite"),
     pytest.param(True, id="postgresql", marks=pytest.mark.postgres),
 ]
-
-
-@pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
 
 
 def replace_once(path: Path, old: str, new: str) -> None:

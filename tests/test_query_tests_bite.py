@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-import pytest
-from conftest import render, run
+from conftest import break_module, run
 
 BATCHED_TAGS = """\
     if tags:
@@ -18,18 +17,6 @@ TAGS_ROW_BY_ROW = """\
 """
 EAGER = "_ITEM_RELATIONS = (joinedload(_relation(Item.owner)), selectinload(_relation(Item.tags)))"
 OWNER_ONLY = "_ITEM_RELATIONS = (joinedload(_relation(Item.owner)),)"
-
-
-@pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
-
-
-def break_module(project: Path, old: str, new: str) -> None:
-    module = project / "my_service.py"
-    source = module.read_text()
-    assert old in source, f"{old!r} is not in the module any more"
-    module.write_text(source.replace(old, new))
 
 
 def test_loading_tags_row_by_row_fails_with_the_repeated_statement(project: Path) -> None:
