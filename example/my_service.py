@@ -2,16 +2,29 @@
 
 Create or upgrade its tables with ``alembic upgrade head``, run it with
 ``uvicorn my_service:app`` and test it with ``pytest``. Every setting comes from an
-environment variable; see ``.env.example``.
+environment variable or ``.env``; see ``.env.example``.
 
-Sections, in reading order:
-    Settings          every knob, read from the environment and validated at start-up
-    Database          async engine, sessions and the ``get_session`` dependency
-    Performance kit   query budgets, Server-Timing, overload guard, TTL cache, offload
-    Input and errors  types for what the API accepts, and the one shape of its errors
-    Models            tables, their indexes, and the Create/Read/Update schemas
-    Routes            the HTTP API, each route with its query budget
-    App               lifespan, middleware and routers, put together by ``create_app``
+The module has two halves, one fence between them. Above it, the template's: ``copier
+update`` keeps improving it, and you rarely need to edit it.
+    Settings                   the kit's knobs, from the environment, validated at start-up
+    Database                   async engine, write sessions, AUTOCOMMIT reads
+    Query budgets              every statement counted per request; ``@query_budget(n)``
+    Server-Timing              where a request's time went, in a response header
+    Request log                one line per request, with its id
+    Metrics                    the kit's counters for Prometheus
+    Capacity                   one 503 with Retry-After for "no capacity now"
+    TTL cache                  in memory, one load per key, invalidated after commit
+    Invalidation               cache invalidations across processes (PostgreSQL)
+    Offload                    blocking code in a bounded thread pool of its own
+    Work after the response    refreshes coalesced into one task
+    Overload guard             requests in flight bounded, the rest refused at once
+    Request bodies             bounded in size and time, read before admission
+    Responses                  JSON serialized once
+    Profiling                  one request's profile, in development
+    Input and errors           types for what the API accepts; the one error shape
+    App factory                ``build_app``: the kit's routes, middleware and lifespan
+Below it, yours: your settings, models, routes, background work, and ``create_app``, which
+hands them to ``build_app``. Add a model and its routes as the README's recipe says.
 """
 
 import asyncio
@@ -20,7 +33,6 @@ import functools
 import importlib.util
 import io
 import logging
-import os
 import random
 import re
 import secrets
@@ -35,16 +47,21 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterator,
-    Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+    suppress,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import FrameType, MappingProxyType
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
+from typing import Annotated, Any, Literal, ParamSpec, Self, TypeVar, cast
 from urllib.parse import parse_qs
 
 import anyio
@@ -63,11 +80,12 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
+    SecretStr,
     ValidationError,
     field_validator,
 )
 from pydantic_core import PydanticSerializationError, from_json, to_json
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -103,16 +121,16 @@ from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 from starlette.datastructures import State
+from starlette.middleware import Middleware
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The template's public names, and the service's entry points. Your models and routes are
+# imported by name.
 __all__ = [
-    "EXPORT_BATCH_ROWS",
     "GAUGE",
     "MAX_ECHOED_INPUT",
-    "MAX_PAGE_SIZE",
-    "NOT_FOUND_TTL",
     "UNGUARDED_PATHS",
     "AsyncTTLCache",
     "BigKey",
@@ -127,14 +145,9 @@ __all__ = [
     "GuardStats",
     "Id",
     "Int4",
-    "Item",
-    "ItemCreate",
-    "ItemPage",
-    "ItemRead",
-    "ItemTagLink",
-    "ItemUpdate",
     "JsonLogFormatter",
     "KitCollector",
+    "KitSettings",
     "LoopLag",
     "Name",
     "NonNegativeInt4",
@@ -143,12 +156,6 @@ __all__ = [
     "Offloader",
     "OverloadGuard",
     "Overloaded",
-    "Owner",
-    "OwnerCreate",
-    "OwnerPage",
-    "OwnerRead",
-    "OwnerSummary",
-    "OwnerSummaryRead",
     "PartialUpdate",
     "PlainText",
     "ProfileRequest",
@@ -162,33 +169,26 @@ __all__ = [
     "SessionDep",
     "Settings",
     "SettingsError",
-    "SummariesDep",
-    "Tag",
-    "TagCreate",
-    "TagPage",
-    "TagRead",
     "UTCDateTime",
     "WholeNumber",
     "app",
     "budget_of",
+    "build_app",
     "configure_logging",
     "create_app",
     "create_engine",
-    "current_request_id",
     "error_responses",
     "expect_queries",
     "get_cache",
     "get_offloader",
     "get_reads",
     "get_session",
-    "get_summaries",
     "json_response",
     "key_column",
     "note_timing",
     "overloaded_response",
     "query_budget",
     "record_queries",
-    "refresh_owner_summaries",
     "router",
     "send_overloaded",
     "unprocessable",
@@ -204,14 +204,24 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot run with."""
 
 
-class Settings(BaseModel):
-    """Every setting of the service; each field is read from the upper-cased variable."""
+class KitSettings(BaseSettings):
+    """The kit's settings. Each field is read from its upper-cased environment variable, or
+    from ``.env`` in the working directory, the environment first.
+
+    ``Settings``, below the fence, adds the service's own. Build them with
+    ``Settings.from_env()``, whose error names each refused variable.
+    """
 
     # Errors never carry the raw input: a database URL holds a password. from_env shows
-    # each refused value itself, with any password masked.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # each refused value itself, with any password masked. Variables of .env that are not
+    # settings (the deployment's own) are left alone, as the environment's are.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
-    database_url: str = "sqlite+aiosqlite:///./my_service.db"
+    database_url: SecretStr = SecretStr(
+        "sqlite+aiosqlite:///./my_service.db",
+    )
     database_pool_size: int = Field(default=10, ge=1)
     database_max_overflow: int = Field(default=0, ge=0)
     database_pool_timeout: float = Field(default=5.0, gt=0)
@@ -237,11 +247,14 @@ class Settings(BaseModel):
     slow_request_ms: float = Field(default=500.0, ge=0)
     log_format: Literal["plain", "json"] = "plain"
     profiling_enabled: bool = False
-    summary_refresh_delay: float = Field(default=1.0, ge=0)
 
-    @field_validator("database_url")
+    @field_validator("database_url", mode="before")
     @classmethod
-    def _supported_driver(cls, value: str) -> str:
+    def _supported_driver(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value  # refused as not a string
         # Plain postgres:// URLs (as hosting providers hand them out) get the async driver.
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
@@ -270,13 +283,10 @@ class Settings(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
-        """Read the settings from environment variables, refusing invalid values."""
-        values = {
-            name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ
-        }
+    def from_env(cls) -> Self:
+        """Read the settings from the environment and ``.env``, refusing invalid values."""
         try:
-            return cls.model_validate(values)
+            return cls()
         except ValidationError as exc:
             problems = "; ".join(
                 f"{str(error['loc'][0]).upper()}={_masked(error['input'])!r}: {error['msg']}"
@@ -326,9 +336,9 @@ def _masked(value: object) -> object:
 # --- Database ---------------------------------------------------------------------------
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: KitSettings) -> AsyncEngine:
     """Create the async engine for ``settings.database_url``, with query counting attached."""
-    url = make_url(settings.database_url)
+    url = make_url(settings.database_url.get_secret_value())
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=settings.database_echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(url))
@@ -421,7 +431,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-# --- Performance kit --------------------------------------------------------------------
+# --- Query budgets ----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -612,7 +622,8 @@ def budget_of(endpoint: Callable[..., Any]) -> int | None:
     return _budgets.get(endpoint)
 
 
-# Server-Timing: what a request spent where, visible in any browser's network panel.
+# --- Server-Timing ----------------------------------------------------------------------
+# What a request spent where, visible in any browser's network panel.
 
 _timings: ContextVar[list[str] | None] = ContextVar("_timings", default=None)
 
@@ -685,8 +696,9 @@ class ServerTimingMiddleware:
             )
 
 
-# Request log and metrics. Both name a request by its route template (/items/{item_id}),
-# never by its raw path: a label or field per distinct URL would grow without bound.
+# --- Request log ------------------------------------------------------------------------
+# Requests are named by their route template (/items/{item_id}), never by their raw
+# path: a label or field per distinct URL would grow without bound.
 
 _request_log = logging.getLogger(f"{logger.name}.requests")
 _request_ids: ContextVar[str | None] = ContextVar("_request_ids", default=None)
@@ -695,11 +707,6 @@ _request_ids: ContextVar[str | None] = ContextVar("_request_ids", default=None)
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNMATCHED_ROUTE = "unmatched"
-
-
-def current_request_id() -> str | None:
-    """The id of the request being served, as returned in its ``X-Request-ID``."""
-    return _request_ids.get()
 
 
 def _note_request_id(record: logging.LogRecord) -> bool:
@@ -857,6 +864,7 @@ def configure_logging(log_format: Literal["plain", "json"]) -> None:
         logger.setLevel(logging.INFO)
 
 
+# --- Metrics ----------------------------------------------------------------------------
 # The kit's counters in the Prometheus text format. Every part of the kit the app holds
 # keeps its numbers in a ``...Stats`` dataclass on its ``stats`` attribute; each field is
 # exported as ``<part>_<field>``, the part named after the class (GuardStats: guard_...).
@@ -899,21 +907,8 @@ def _snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _metrics_registry(state: State) -> tuple[CollectorRegistry, Histogram]:
-    # A registry of the app's own, not the library's global one: every app (and every test's
-    # app) counts for itself.
-    registry = CollectorRegistry()
-    registry.register(KitCollector(state))
-    durations = Histogram(
-        "http_request_duration_seconds",
-        "Time to serve a request, by method, route template and status",
-        ["method", "route", "status"],
-        registry=registry,
-    )
-    return registry, durations
-
-
-# Capacity: one answer for "no capacity now", whichever part ran out.
+# --- Capacity ---------------------------------------------------------------------------
+# One answer for "no capacity now", whichever part ran out.
 
 
 class Overloaded(Exception):
@@ -952,7 +947,7 @@ def overloaded_response() -> Response:
     )
 
 
-# TTL cache
+# --- TTL cache --------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -1108,15 +1103,9 @@ class AsyncTTLCache:
         if not isinstance(key, str | int):
             raise TypeError(
                 f"invalidate_on_commit() takes str or int keys, which other processes can "
-                f"read back; got {type(key).__name__}: use invalidate_namespace_on_commit()"
+                f"read back; got {type(key).__name__}"
             )
         self._pending(session).keys.add((namespace, key))
-
-    def invalidate_namespace_on_commit(self, session: AsyncSession, namespace: str) -> None:
-        """Drop every key of ``namespace``, here and in every listening process, once
-        ``session`` commits; if it rolls back, nothing is dropped anywhere.
-        """
-        self._pending(session).namespaces.add(namespace)
 
     def clear(self) -> None:
         """Drop every entry; loads under way still answer their callers but store nothing."""
@@ -1178,8 +1167,17 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
         task.exception()
 
 
-# Invalidations shared by processes and instances
-#
+# Async, so FastAPI calls it on the event loop: a plain def would cost each request a hop
+# through the shared thread pool.
+async def get_cache(request: Request) -> AsyncTTLCache:
+    """The app's TTL cache."""
+    return cast(AsyncTTLCache, request.app.state.cache)
+
+
+CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
+
+
+# --- Invalidation -----------------------------------------------------------------------
 # The cache stays in each process: a hit is a dict lookup, which no network cache matches.
 # On PostgreSQL, invalidations reach every process and instance on the same database through
 # the database itself. A write's keys wait in its session; just before the commit they go
@@ -1209,23 +1207,20 @@ _NOTICE_OPTIONS = {"kit_notice": True}
 class _PendingInvalidations:
     cache: AsyncTTLCache
     keys: set[tuple[str, Hashable]] = field(default_factory=set)
-    namespaces: set[str] = field(default_factory=set)
     sent: bool = False
 
     def payload(self) -> str:
-        origin, keys, namespaces = self.cache.origin, list(self.keys), list(self.namespaces)
-        payload = to_json({"origin": origin, "keys": keys, "namespaces": namespaces})
+        origin, keys = self.cache.origin, list(self.keys)
+        payload = to_json({"origin": origin, "keys": keys, "namespaces": []})
         if len(payload) > _MAX_PAYLOAD_BYTES:
             # Too many keys for one notice: drop their namespaces whole instead.
-            namespaces = list(self.namespaces | {namespace for namespace, _ in self.keys})
+            namespaces = list({namespace for namespace, _ in self.keys})
             payload = to_json({"origin": origin, "keys": [], "namespaces": namespaces})
         return payload.decode()
 
     def apply(self) -> None:
         for namespace, key in self.keys:
             self.cache.invalidate(namespace, key)
-        for namespace in self.namespaces:
-            self.cache.invalidate_namespace(namespace)
 
 
 @event.listens_for(SyncSession, "before_commit")
@@ -1393,7 +1388,7 @@ class CacheListener:
         self._changed = asyncio.Event()
 
 
-# Offload wrapper
+# --- Offload ----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -1465,7 +1460,15 @@ class Offloader:
             self.stats.waiting -= 1
 
 
-# Work after the response
+async def get_offloader(request: Request) -> Offloader:
+    """The app's offload pool."""
+    return cast(Offloader, request.app.state.offloader)
+
+
+OffloadDep = Annotated[Offloader, Depends(get_offloader)]
+
+
+# --- Work after the response ------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -1585,7 +1588,7 @@ class CoalescingRefresher:
             self.stats.keys_refreshed += len(keys)
 
 
-# Overload guard
+# --- Overload guard ---------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -1921,7 +1924,8 @@ def _leave_line(limit: ConcurrencyLimit, waiting: "asyncio.Future[bool]") -> Non
         limit.release()
 
 
-# Request bodies: bounded in size and in time, read before the guard admits the request.
+# --- Request bodies ---------------------------------------------------------------------
+# Bounded in size and in time, and read before the guard admits the request.
 
 
 class RequestBodyLimit:
@@ -2033,7 +2037,7 @@ def _error_response(status_code: int, detail: str) -> tuple[int, list[tuple[byte
     return status_code, headers, body
 
 
-# JSON responses serialized once
+# --- Responses --------------------------------------------------------------------------
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -2047,7 +2051,7 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(to_json(content), status_code, media_type="application/json")
 
 
-# Profiling one request, in development
+# --- Profiling --------------------------------------------------------------------------
 
 
 class ProfileRequest:
@@ -2104,24 +2108,6 @@ class ProfileRequest:
 
 
 _PROFILE_FORMATS = {"1": "html", "html": "html", "text": "text"}
-
-
-# Dependencies of the kit. They are async so FastAPI calls them on the event loop; a plain
-# def would cost each request a hop through the shared thread pool.
-
-
-async def get_cache(request: Request) -> AsyncTTLCache:
-    """The app's TTL cache."""
-    return cast(AsyncTTLCache, request.app.state.cache)
-
-
-async def get_offloader(request: Request) -> Offloader:
-    """The app's offload pool."""
-    return cast(Offloader, request.app.state.offloader)
-
-
-CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
-OffloadDep = Annotated[Offloader, Depends(get_offloader)]
 
 
 # --- Input and errors -------------------------------------------------------------------
@@ -2306,6 +2292,170 @@ def _document_errors(app: FastAPI) -> None:
 
     # FastAPI's documented way to extend the schema it generates.
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- App factory ------------------------------------------------------------------------
+
+_kit_routes = APIRouter()
+
+
+@_kit_routes.get("/health")
+@query_budget(0)
+async def health() -> dict[str, str]:
+    """Answer without touching the database, so load never fails the health check."""
+    return {"status": "ok"}
+
+
+@_kit_routes.get("/metrics", response_class=PlainTextResponse)
+@query_budget(0)
+async def metrics(request: Request) -> Response:
+    """This process's counters and request durations, in the Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_app(
+    settings: KitSettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """The app: the kit's parts around the service's ``routers``.
+
+    ``lifespan`` is the service's own work that lives as long as the app: it starts once the
+    engine, the cache and the offload pool are on ``app.state``, and stops before they go.
+    """
+    configure_logging(settings.log_format)
+    guard = ConcurrencyLimit(
+        settings.guard_max_in_flight,
+        settings.guard_max_waiting,
+        settings.guard_wait_timeout,
+        # The floor never exceeds the ceiling: GUARD_MAX_IN_FLIGHT=1 needs no other change.
+        min_in_flight=min(settings.guard_min_in_flight, settings.guard_max_in_flight),
+        standing_wait_timeout=settings.guard_standing_wait_timeout,
+        adaptive=settings.guard_adaptive,
+    )
+    if settings.profiling_enabled and importlib.util.find_spec("pyinstrument") is None:
+        raise SettingsError(
+            "PROFILING_ENABLED=true needs pyinstrument: pip install pyinstrument "
+            "(the dev group has it)"
+        )
+
+    @asynccontextmanager
+    async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The schema is the migrations' business (alembic upgrade head), never start-up's.
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Created here, not at import: they belong to the event loop that serves the app.
+        shared = settings.cache_notify and engine.dialect.name == "postgresql"
+        app.state.cache = cache = AsyncTTLCache(
+            settings.cache_max_entries,
+            settings.cache_ttl_seconds,
+            channel=settings.cache_channel if shared else None,
+        )
+        app.state.cache_listener = listener = (
+            CacheListener(cache, _listening_connection(engine, settings)) if shared else None
+        )
+        if listener is not None:
+            await listener.start(within=settings.database_pool_timeout)
+        app.state.offloader = Offloader(
+            settings.offload_threads, settings.offload_max_waiting, settings.offload_wait_timeout
+        )
+        try:
+            async with lifespan(app) if lifespan is not None else nullcontext():
+                yield
+        finally:
+            if listener is not None:
+                await listener.close()
+            await engine.dispose()
+
+    # The app's own registry, not the library's global one: every app (and every test's app)
+    # counts for itself.
+    registry = CollectorRegistry()
+    durations = Histogram(
+        "http_request_duration_seconds",
+        "Time to serve a request, by method, route template and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    # The middleware, outermost first: the order in which a request meets them.
+    middleware = [
+        # A slow body is read here, before the guard gives the request a place.
+        Middleware(
+            RequestBodyLimit,
+            max_bytes=settings.max_body_bytes,
+            timeout=settings.body_read_timeout,
+            stats=guard.stats,
+        ),
+    ]
+    if settings.guard_enabled:
+        # Before routing, body parsing and the session: a refused request costs none of them,
+        # and no log line (the guard counts it).
+        middleware.append(Middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS))
+    middleware += [
+        Middleware(RequestLogMiddleware, durations=durations),
+        Middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000),
+    ]
+    if settings.profiling_enabled:
+        # Inside Server-Timing, so a profiled request still reports its queries there.
+        middleware.append(Middleware(ProfileRequest))
+    app = FastAPI(title=title, lifespan=kit_lifespan, middleware=middleware)
+    app.state.settings = settings
+    app.state.guard = guard
+    app.state.metrics = registry
+    registry.register(KitCollector(app.state))
+    # No capacity answers the same 503 whichever part ran out: the guard's line, the
+    # offload pool's line, or the wait for a database connection.
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(PoolTimeoutError, _overloaded)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.include_router(_kit_routes)
+    for router in routers:
+        app.include_router(router)
+    _document_errors(app)
+    return app
+
+
+def _listening_connection(
+    engine: AsyncEngine, settings: KitSettings
+) -> Callable[[], Awaitable["asyncpg.Connection[Any]"]]:
+    # The engine's own connection arguments (host, user, password, database, URL options),
+    # for a connection outside its pool; prepared_statement_cache_size is the dialect's own.
+    _, arguments = engine.dialect.create_connect_args(engine.url)
+    arguments.pop("prepared_statement_cache_size", None)
+    application = {"application_name": f"{settings.cache_channel} listener"}
+    return functools.partial(
+        asyncpg.connect,
+        timeout=settings.database_pool_timeout,
+        server_settings=application,
+        **arguments,
+    )
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    return overloaded_response()
+
+
+# ==========================================================================================
+# Your service. Everything above this line is the template's, and `copier update` keeps
+# improving it. Everything below is yours: your settings, models, routes and background
+# work, and the last line, which builds `app` from them.
+# ==========================================================================================
+
+
+# --- Service settings -------------------------------------------------------------------
+
+
+class Settings(KitSettings):
+    """The service's settings: the kit's, and the service's own below, each read from its
+    upper-cased environment variable or ``.env``.
+    """
+
+    # How long owner summaries may trail the writes (see CoalescingRefresher).
+    summary_refresh_delay: float = Field(default=1.0, ge=0)
 
 
 # --- Models -----------------------------------------------------------------------------
@@ -2506,21 +2656,6 @@ router = APIRouter()
 MAX_PAGE_SIZE = 100
 
 
-@router.get("/health")
-@query_budget(0)
-async def health() -> dict[str, str]:
-    """Answer without touching the database, so load never fails the health check."""
-    return {"status": "ok"}
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-@query_budget(0)
-async def metrics(request: Request) -> Response:
-    """This process's counters and request durations, in the Prometheus text format."""
-    registry: CollectorRegistry = request.app.state.metrics
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
 # The read routes' statements, built once. Reads select only the columns their responses
 # return, as rows rather than ORM objects: nothing to hydrate, track or expire. They use
 # SQLAlchemy's select (sa.select), which types any number of columns.
@@ -2662,6 +2797,24 @@ async def get_summaries(request: Request) -> CoalescingRefresher:
 
 
 SummariesDep = Annotated[CoalescingRefresher, Depends(get_summaries)]
+
+
+@asynccontextmanager
+async def refresh_summaries(app: FastAPI) -> AsyncIterator[None]:
+    """Run the refresher of owner summaries for as long as the app runs."""
+    settings: Settings = app.state.settings
+    summaries = app.state.summaries = CoalescingRefresher(
+        "owner summaries",
+        functools.partial(refresh_owner_summaries, app.state.engine),
+        settings.summary_refresh_delay,
+    )
+    summaries.start()
+    try:
+        yield
+    finally:
+        # Before the engine goes: pending refreshes still need the database. A few seconds,
+        # well inside the grace period process managers give a stopping service.
+        await summaries.stop(grace=5.0)
 
 
 @router.post("/owners", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
@@ -3046,110 +3199,16 @@ def _not_found(kind: str, key: int) -> HTTPException:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; ``settings`` defaults to those read from the environment."""
-    settings = settings or Settings.from_env()
-    configure_logging(settings.log_format)
-    guard = ConcurrencyLimit(
-        settings.guard_max_in_flight,
-        settings.guard_max_waiting,
-        settings.guard_wait_timeout,
-        # The floor never exceeds the ceiling: GUARD_MAX_IN_FLIGHT=1 needs no other change.
-        min_in_flight=min(settings.guard_min_in_flight, settings.guard_max_in_flight),
-        standing_wait_timeout=settings.guard_standing_wait_timeout,
-        adaptive=settings.guard_adaptive,
+    """The service: the kit's app around this module's routes and background work.
+
+    ``settings`` default to those read from the environment and ``.env``.
+    """
+    return build_app(
+        settings or Settings.from_env(),
+        title="My Service",
+        routers=[router],
+        lifespan=refresh_summaries,
     )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The schema is the migrations' business (alembic upgrade head), never start-up's.
-        engine = create_engine(settings)
-        app.state.engine = engine
-        app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-        app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Created here, not at import: they belong to the event loop that serves the app.
-        shared = settings.cache_notify and engine.dialect.name == "postgresql"
-        app.state.cache = cache = AsyncTTLCache(
-            settings.cache_max_entries,
-            settings.cache_ttl_seconds,
-            channel=settings.cache_channel if shared else None,
-        )
-        app.state.cache_listener = listener = (
-            CacheListener(cache, _listening_connection(engine, settings)) if shared else None
-        )
-        if listener is not None:
-            await listener.start(within=settings.database_pool_timeout)
-        app.state.offloader = Offloader(
-            settings.offload_threads, settings.offload_max_waiting, settings.offload_wait_timeout
-        )
-        summaries = app.state.summaries = CoalescingRefresher(
-            "owner summaries",
-            functools.partial(refresh_owner_summaries, engine),
-            settings.summary_refresh_delay,
-        )
-        summaries.start()
-        try:
-            yield
-        finally:
-            if listener is not None:
-                await listener.close()
-            # Before the engine goes: pending refreshes still need the database. A few
-            # seconds, well inside the grace period process managers give a stopping service.
-            await summaries.stop(grace=5.0)
-            await engine.dispose()
-
-    app = FastAPI(title="My Service", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.guard = guard
-    app.state.metrics, durations = _metrics_registry(app.state)
-    # No capacity answers the same 503 whichever part ran out: the guard's line, the
-    # offload pool's line, or the wait for a database connection.
-    app.add_exception_handler(Overloaded, _overloaded)
-    app.add_exception_handler(PoolTimeoutError, _overloaded)
-    app.add_exception_handler(RequestValidationError, _validation_failed)
-    if settings.profiling_enabled:
-        if importlib.util.find_spec("pyinstrument") is None:
-            raise SettingsError(
-                "PROFILING_ENABLED=true needs pyinstrument: pip install pyinstrument "
-                "(the dev group has it)"
-            )
-        # Inside Server-Timing, so a profiled request still reports its queries there.
-        app.add_middleware(ProfileRequest)
-    app.add_middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000)
-    # Inside the guard: a refused request costs no log line, and the guard counts it.
-    app.add_middleware(RequestLogMiddleware, durations=durations)
-    if settings.guard_enabled:
-        # Runs before routing, body parsing and the session.
-        app.add_middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS)
-    # Added last, so it runs first: a slow body is read before the guard gives it a place.
-    app.add_middleware(
-        RequestBodyLimit,
-        max_bytes=settings.max_body_bytes,
-        timeout=settings.body_read_timeout,
-        stats=guard.stats,
-    )
-    app.include_router(router)
-    _document_errors(app)
-    return app
-
-
-def _listening_connection(
-    engine: AsyncEngine, settings: Settings
-) -> Callable[[], Awaitable["asyncpg.Connection[Any]"]]:
-    # The engine's own connection arguments (host, user, password, database, URL options),
-    # for a connection outside its pool; prepared_statement_cache_size is the dialect's own.
-    _, arguments = engine.dialect.create_connect_args(engine.url)
-    arguments.pop("prepared_statement_cache_size", None)
-    application = {"application_name": f"{settings.cache_channel} listener"}
-    return functools.partial(
-        asyncpg.connect,
-        timeout=settings.database_pool_timeout,
-        server_settings=application,
-        **arguments,
-    )
-
-
-async def _overloaded(request: Request, exc: Exception) -> Response:
-    return overloaded_response()
 
 
 app = create_app()

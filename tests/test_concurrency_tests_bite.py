@@ -10,12 +10,13 @@ NO_ROW_LOCK = "_items_with_relations().where(Item.id == item_id)"
 BEGIN_IMMEDIATE = 'event.listen(engine.sync_engine, "begin", _begin_immediate)'
 # SQLite's driver then begins a transaction at the first write, after the reads.
 DEFERRED_BEGIN = 'event.listen(engine.sync_engine, "begin", lambda connection: None)'
-RACES = ["pytest", "-q", "-p", "no:cacheprovider", "tests/test_races.py"]
+RACES = ["pytest", "-q", "-p", "no:cacheprovider", "tests/example/test_races.py"]
 
 
 def assert_races_caught(result_stdout: str) -> None:
-    assert "FAILED tests/test_races.py::test_concurrent_updates_leave_exactly_one" in result_stdout
-    assert "FAILED tests/test_races.py::test_an_update_racing_a_delete_is_applied" in result_stdout
+    races = "FAILED tests/example/test_races.py::"
+    assert f"{races}test_concurrent_updates_leave_exactly_one" in result_stdout
+    assert f"{races}test_an_update_racing_a_delete_is_applied" in result_stdout
 
 
 @pytest.mark.postgres

@@ -16,7 +16,7 @@ def test_removing_the_body_deadline_fails_the_slow_upload_test(project: Path) ->
     source = module.read_text()
     assert source.count(BODY_DEADLINE) == 1, f"{BODY_DEADLINE!r} is not in the module any more"
     module.write_text(source.replace(BODY_DEADLINE, NO_DEADLINE))
-    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/test_server.py"], project)
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", "tests/kit/test_server.py"], project)
     assert result.returncode == 1, result.stdout + result.stderr
-    failed = "FAILED tests/test_server.py::test_slow_uploads_hold_no_place_and_are_cut_off_at_"
+    failed = "FAILED tests/kit/test_server.py::test_slow_uploads_hold_no_place_and_are_cut_off_at_"
     assert failed in result.stdout

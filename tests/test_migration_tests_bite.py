@@ -10,7 +10,7 @@ INDEX_IN_0001 = '    op.create_index("ix_itemtaglink_tag_id", "itemtaglink", ["t
 PRICE_COLUMN = "    price_cents: NonNegativeInt4\n"
 PRICE_AND_SKU_COLUMNS = PRICE_COLUMN + '    sku: str = Field(default="", max_length=20)\n'
 SCHEMA_TEST = (
-    "tests/test_migrations.py::"
+    "tests/kit/test_migrations.py::"
     "test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema"
 )
 LIVE_ITEMS = "    postgresql_where=~col(Item.archived),\n    sqlite_where=~col(Item.archived),\n"
@@ -20,11 +20,11 @@ PRICED_ITEMS = (
     "    postgresql_where=col(Item.price_cents) > 0,\n    sqlite_where=col(Item.price_cents) > 0,\n"
 )
 CATALOGUE_TEST = (
-    "tests/test_migrations.py::test_upgrading_to_head_builds_what_the_models_would_create"
+    "tests/kit/test_migrations.py::test_upgrading_to_head_builds_what_the_models_would_create"
 )
 WHAT_TO_RUN = 'alembic revision --autogenerate -m "what changed"'
 # The generated suite's migration tests: the rest of the suite is checked in test_render.py.
-MIGRATION_TESTS = ["pytest", "-q", "-p", "no:cacheprovider", "tests/test_migrations.py"]
+MIGRATION_TESTS = ["pytest", "-q", "-p", "no:cacheprovider", "tests/kit/test_migrations.py"]
 DATABASES = [
     pytest.param(False, id="sqlite"),
     pytest.param(True, id="postgresql", marks=pytest.mark.postgres),

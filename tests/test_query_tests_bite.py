@@ -23,7 +23,8 @@ def test_loading_tags_row_by_row_fails_with_the_repeated_statement(project: Path
     break_module(project, BATCHED_TAGS, TAGS_ROW_BY_ROW)
     result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "list_items"], project)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAILED tests/test_items.py::test_list_items_runs_two_queries_whatever_" in result.stdout
+    failed = "FAILED tests/example/test_items.py::test_list_items_runs_two_queries_whatever_"
+    assert failed in result.stdout
     assert "GET /items sent 51 queries, over its budget of 2" in result.stdout
     assert (
         "repeated: 50 x SELECT itemtaglink.item_id, tag.id, tag.name FROM itemtaglink JOIN tag"
@@ -38,3 +39,20 @@ def test_touching_a_relation_the_query_did_not_load_fails_naming_it(project: Pat
     result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "update"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "'Item.tags' is not available due to lazy='raise'" in result.stdout
+
+
+def test_an_n_plus_one_tested_with_one_row_fails_once_the_rows_grow(project: Path) -> None:
+    # With one item the loop sends two statements, within the list's budget: the client
+    # replays the list on more rows after the test, and that fails.
+    break_module(project, BATCHED_TAGS, TAGS_ROW_BY_ROW)
+    one_row = (
+        "tests/example/test_items.py::test_list_items_runs_two_queries_whatever_the_page_size[1]"
+    )
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", one_row], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ERROR " + one_row in result.stdout
+    assert "GET /items sends more statements the more rows there are" in result.stdout
+    assert "sent 2, then 4, then 6, then 8" in result.stdout
+    assert "repeated: 7 x SELECT itemtaglink.item_id, tag.id, tag.name FROM itemtaglink" in (
+        result.stdout
+    )

@@ -70,9 +70,9 @@ def test_rendering_holds_no_jinja_residue(project: Path) -> None:
 # What the generated migration tests report when they pass: the migrations build exactly the
 # models' schema, and every revision downgrades and upgrades again.
 MIGRATION_TESTS_PASSED = (
-    "tests/test_migrations.py::"
+    "tests/kit/test_migrations.py::"
     "test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema PASSED",
-    "tests/test_migrations.py::test_up_down_consistency PASSED",
+    "tests/kit/test_migrations.py::test_up_down_consistency PASSED",
 )
 
 

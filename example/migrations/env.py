@@ -110,7 +110,7 @@ def run_migrations_online() -> None:
 
 def run_migrations_offline() -> None:
     """Write the migrations' SQL instead of running it (``alembic upgrade head --sql``)."""
-    url = Settings.from_env().database_url
+    url = Settings.from_env().database_url.get_secret_value()
     context.configure(
         url=url,
         target_metadata=target_metadata,
