@@ -14,20 +14,19 @@ from typing import Any
 import asyncpg
 import copier
 import pytest
+from render_example import NOT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
     "TEMPLATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-# Files of the template repository that are not part of the template itself.
-_NOT_TEMPLATE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*_cache", "my-service")
 
 
 @pytest.fixture(scope="session")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working tree of the template, uncommitted changes included, outside git."""
     snapshot = tmp_path_factory.mktemp("template") / "sqlmodel-starter"
-    shutil.copytree(ROOT, snapshot, ignore=_NOT_TEMPLATE)
+    shutil.copytree(ROOT, snapshot, ignore=NOT_TEMPLATE)
     return snapshot
 
 

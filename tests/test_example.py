@@ -25,5 +25,5 @@ def test_example_is_the_current_rendering(tmp_path: Path) -> None:
         if committed.get(name) != current.get(name)
     )
     assert not stale, (
-        f"example/ is out of date in {stale}: run `python hooks/render_example.py` and commit"
+        f"example/ is out of date in {stale}: run `python scripts/render_example.py` and commit"
     )

@@ -5,7 +5,7 @@ generated project: the module users will merge on ``copier update``. Run it from
 repository root after changing ``template/`` or ``copier.yml``; ``tests/test_example.py``
 fails while ``example/`` is out of date.
 
-Usage: ``python hooks/render_example.py [DESTINATION]`` (default ``example``).
+Usage: ``python scripts/render_example.py [DESTINATION]`` (default ``example``).
 """
 
 import shutil
@@ -18,8 +18,9 @@ import copier
 ROOT = Path(__file__).resolve().parent.parent
 # The answers file records where and from which commit it was rendered: noise for review.
 LEFT_OUT = (".copier-answers.yml",)
-_NOT_TEMPLATE = shutil.ignore_patterns(
-    ".git", ".venv", "__pycache__", ".*_cache", "example", "my-service"
+# Files of the template repository that are not part of the template, nor needed to render it.
+NOT_TEMPLATE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", ".*_cache", ".hypothesis", "example", "my-service"
 )
 
 
@@ -28,7 +29,7 @@ def render_example(destination: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         # A plain copy: Copier renders it as it is, uncommitted changes included.
         snapshot = Path(scratch) / "template"
-        shutil.copytree(ROOT, snapshot, ignore=_NOT_TEMPLATE)
+        shutil.copytree(ROOT, snapshot, ignore=NOT_TEMPLATE)
         rendered = Path(scratch) / "rendered"
         copier.run_copy(str(snapshot), rendered, defaults=True, quiet=True)
         for name in LEFT_OUT:
