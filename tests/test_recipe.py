@@ -1,0 +1,117 @@
+"""The generated README's recipe, "Add a model and its routes", followed literally: the suite
+is green; then the same route with an N+1 under a raised budget, and a route no test calls,
+and the suite is red, naming each.
+"""
+
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import render, run
+
+# What the recipe's list route becomes in a hurry: each note read on its own, the budget
+# and the test raised to what one row costs.
+BATCHED = """\
+    async with reads.connect() as connection:
+        rows = await connection.execute(_NOTES_PAGE, {"after": after, "limit": limit})
+    notes = [row._asdict() for row in rows]
+"""
+ONE_BY_ONE = """\
+    async with reads.connect() as connection:
+        page = await connection.execute(_NOTES_PAGE, {"after": after, "limit": limit})
+        notes = [
+            (await connection.execute(_NOTE_BY_ID, {"note_id": row.id})).one()._asdict()
+            for row in page.all()
+        ]
+"""
+UNTESTED_ROUTE = '''\
+@router.get("/notes-count")
+@query_budget(0)
+async def count_notes() -> dict[str, int]:
+    """A route no test calls."""
+    return {"count": 0}
+'''
+
+
+def recipe_block(readme: str, name: str) -> str:
+    """The code block the README marks ``<!-- recipe: name -->``, as written in a file."""
+    found = re.search(rf"<!-- recipe: {name} -->\n *```\w+\n(.*?)\n *```", readme, re.S)
+    assert found, f"the README has no recipe block {name!r}"
+    return textwrap.dedent(found.group(1)) + "\n"
+
+
+def insert_above(path: Path, banner: str, code: str) -> None:
+    """Add ``code`` at the end of the section that ``banner`` ends, as the recipe says."""
+    text = path.read_text()
+    at = text.index(f"\n\n\n{banner}")
+    path.write_text(text[:at] + "\n\n\n" + code.rstrip("\n") + text[at:])
+
+
+@pytest.fixture(scope="module")
+def followed(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default rendering with the recipe's model, revision, routes and test in it."""
+    project = render(template, tmp_path_factory.mktemp("recipe") / "project")
+    readme = (project / "README.md").read_text()
+    module = project / "my_service.py"
+    insert_above(module, "# --- Routes ---", recipe_block(readme, "model"))
+    for line in recipe_block(readme, "revision").splitlines():
+        command = line.removeprefix(".venv/bin/").split(maxsplit=2)
+        if command[2:]:
+            command[2:] = re.findall(r'"[^"]*"|\S+', command[2])
+            command = [word.strip('"') for word in command]
+        step = run(command, project)
+        assert step.returncode == 0, f"{line}\n{step.stdout}{step.stderr}"
+    insert_above(module, "# --- App ---", recipe_block(readme, "routes"))
+    (project / "tests" / "test_notes.py").write_text(recipe_block(readme, "test"))
+    return project
+
+
+def test_the_recipe_writes_a_revision_of_the_new_table(followed: Path) -> None:
+    written = list((followed / "migrations" / "versions").glob("*add_notes.py"))
+    assert len(written) == 1, sorted(path.name for path in written)
+    assert 'op.create_table(\n        "note",' in written[0].read_text()
+
+
+def test_the_recipe_gives_a_clean_project_and_a_green_suite(followed: Path) -> None:
+    for command in (
+        ["ruff", "check", "--no-cache", "."],
+        ["ruff", "format", "--check", "--diff", "--no-cache", "."],
+        ["mypy", "--cache-dir", "/dev/null", "."],
+    ):
+        result = run(command, followed)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = run(["pytest", "-q", "-p", "no:cacheprovider"], followed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "routes no test called" not in result.stdout
+
+
+def test_an_n_plus_one_and_an_untested_route_turn_the_suite_red(
+    followed: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(followed, project)
+    module = project / "my_service.py"
+    source = module.read_text()
+    assert BATCHED in source
+    listed = '@router.get("/notes", response_model=NotePage)\n'
+    source = source.replace(BATCHED, ONE_BY_ONE).replace(
+        listed + "@query_budget(1)", listed + "@query_budget(2)"
+    )
+    module.write_text(source)
+    insert_above(module, "# --- App ---", UNTESTED_ROUTE)
+    tests = project / "tests" / "test_notes.py"
+    tests.write_text(
+        tests.read_text().replace(
+            '    with expect_queries(1):\n        response = await client.get("/notes")\n',
+            '    with expect_queries(2):\n        response = await client.get("/notes")\n',
+        )
+    )
+    result = run(["pytest", "-q", "-p", "no:cacheprovider"], project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ERROR tests/test_notes.py::test_list_notes_runs_one_query" in result.stdout
+    assert "GET /notes sends more statements the more rows there are" in result.stdout
+    assert "repeated: 7 x SELECT note.id, note.title, note.body FROM note WHERE" in result.stdout
+    assert "in list_notes" in result.stdout
+    assert "GET /notes-count: add a test" in result.stdout
