@@ -121,6 +121,7 @@ class Server:
             "SEND_TIMEOUT": str(SEND_TIMEOUT),
             "HEADER_READ_TIMEOUT": "10",
             "SLOW_REQUEST_MS": "100000",
+            "GUARD_ENABLED": "false",
             **extra,
         }
         self.process = subprocess.Popen(
