@@ -125,6 +125,9 @@ from starlette.middleware import Middleware
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import Config as UvicornConfig
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 # The template's public names, and the service's entry points. Your models and routes are
 # imported by name.
@@ -134,6 +137,7 @@ __all__ = [
     "UNGUARDED_PATHS",
     "AsyncTTLCache",
     "BigKey",
+    "BoundedHttpToolsProtocol",
     "CacheDep",
     "CacheListener",
     "CacheStats",
@@ -165,6 +169,7 @@ __all__ = [
     "RefreshStats",
     "RequestBodyLimit",
     "RequestLogMiddleware",
+    "SendDeadline",
     "ServerTimingMiddleware",
     "SessionDep",
     "Settings",
@@ -244,6 +249,9 @@ class KitSettings(BaseSettings):
     guard_adaptive: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     body_read_timeout: float = Field(default=10.0, gt=0)
+    send_timeout: float = Field(default=10.0, gt=0)
+    header_read_timeout: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
     slow_request_ms: float = Field(default=500.0, ge=0)
     log_format: Literal["plain", "json"] = "plain"
     profiling_enabled: bool = False
@@ -680,7 +688,7 @@ class ServerTimingMiddleware:
             logger.warning(
                 "%s %s sent %d queries, over its budget of %d:\n%s",
                 scope["method"],
-                scope["path"],
+                _printable(scope["path"]),
                 sent,
                 budget,
                 recorder.report(),
@@ -689,11 +697,17 @@ class ServerTimingMiddleware:
             logger.warning(
                 "slow request: %s %s took %.0f ms, %d queries in %.0f ms",
                 scope["method"],
-                scope["path"],
+                _printable(scope["path"]),
                 elapsed * 1000,
                 recorder.count,
                 recorder.duration * 1000,
             )
+
+
+def _printable(text: str) -> str:
+    # A path comes from the client, percent-decoded: "%0D%0A" in it would end the log line
+    # and let the client write one of its own. Control characters are escaped instead.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 # --- Request log ------------------------------------------------------------------------
@@ -1427,14 +1441,34 @@ class Offloader:
         """Call ``function(*args, **kwargs)`` in a worker thread and return its result."""
         started = time.perf_counter()
         await self._admit()
+        return await self._run_admitted(started, functools.partial(function, *args, **kwargs))
+
+    async def run_when_free(
+        self, function: Callable[_Params, _Result], *args: _Params.args, **kwargs: _Params.kwargs
+    ) -> _Result:
+        """Like ``run``, but wait for a thread however long the line is and the wait takes.
+
+        For work a client has already been promised, such as the next part of a response
+        that has started: refusing it then would cut the response off, not answer 503.
+        """
+        started = time.perf_counter()
+        if self._admission.value > 0:
+            await self._admission.acquire()
+        else:
+            self.stats.waiting += 1
+            try:
+                await self._admission.acquire()
+            finally:
+                self.stats.waiting -= 1
+        return await self._run_admitted(started, functools.partial(function, *args, **kwargs))
+
+    async def _run_admitted(self, started: float, call: Callable[[], _Result]) -> _Result:
         try:
             self.stats.running += 1
             # abandon_on_cancel=False: a cancelled caller still waits for its thread, so
             # the pool never runs more threads than its size.
             return await anyio.to_thread.run_sync(
-                functools.partial(function, *args, **kwargs),
-                limiter=self._threads,
-                abandon_on_cancel=False,
+                call, limiter=self._threads, abandon_on_cancel=False
             )
         finally:
             self.stats.running -= 1
@@ -1607,6 +1641,7 @@ class GuardStats:
     reading_bodies: int = field(default=0, metadata=GAUGE)
     bodies_too_large: int = 0
     bodies_too_slow: int = 0
+    responses_not_read: int = 0
 
 
 @dataclass(slots=True)
@@ -2037,6 +2072,192 @@ def _error_response(status_code: int, detail: str) -> tuple[int, list[tuple[byte
     return status_code, headers, body
 
 
+# --- Slow clients -----------------------------------------------------------------------
+# A client that does not read its response holds nothing for long; one that sends its
+# headers slowly, or too many of them, holds no connection for long.
+
+
+class SendDeadline:
+    """Abandons a request whose client does not take its response within ``timeout`` s.
+
+    A server's ``send`` waits while the connection's write buffer is full, so a client that
+    stops reading (or pipelines requests and never reads the answers) would keep the request
+    running, with its place in the guard and whatever else it holds, for as long as it keeps
+    the connection open. Past the deadline the request ends and releases what it holds; the
+    connection stays, idle, until its client goes, unless the server drops it (as
+    ``BoundedHttpToolsProtocol`` does). The deadline is per ``send``, as nginx's send_timeout
+    is between two writes: a slow download that keeps reading is never cut.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float, stats: GuardStats) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        abandoned = False
+
+        async def send_in_time(message: Message) -> None:
+            nonlocal abandoned
+            if abandoned:  # the app caught the first one: nothing more goes out
+                raise _ResponseNotRead
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await send(message)
+            except TimeoutError:
+                abandoned = True
+                raise _ResponseNotRead from None
+
+        try:
+            await self.app(scope, receive, send_in_time)
+        except _ResponseNotRead:
+            self.stats.responses_not_read += 1
+            # Everything the request held is released by now. The server could only try to
+            # answer 500 into the same full buffer, so wait for the client to go instead:
+            # this costs a suspended coroutine, nothing more.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+
+class _ResponseNotRead(Exception):
+    # Not an OSError (as TimeoutError is): frameworks turn those into a client disconnect.
+    pass
+
+
+# HTTP connections: the bounds a production HTTP front puts on them.
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bounds nginx and h11 put on a connection.
+
+    Run the service with it::
+
+        uvicorn my_service:app --http my_service:BoundedHttpToolsProtocol
+
+    httptools takes headers of any size, and parses a long one in time that grows with the
+    square of its length, and uvicorn gives a connection that has not finished sending its
+    headers no deadline at all: one client could freeze the worker, a few hundred hold all
+    its connections. Here headers over ``MAX_HEADER_BYTES`` are answered 431, headers not in
+    within ``HEADER_READ_TIMEOUT`` seconds of the connection or of their first byte 408, and
+    a connection whose client reads nothing of its response for ``SEND_TIMEOUT`` is dropped.
+    The settings come from the environment, as the app's do.
+    """
+
+    def __init__(
+        self,
+        config: UvicornConfig,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        settings = _connection_settings()
+        self.max_header_bytes = settings.max_header_bytes
+        self.header_read_timeout = settings.header_read_timeout
+        self.send_timeout = settings.send_timeout
+        self._header_bytes = 0
+        self._header_tail = b""
+        self._reading_headers = True
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start the header deadline: a connection that sends nothing is closed too."""
+        super().connection_made(cast(asyncio.Transport, transport))
+        self._header_deadline = self.loop.call_later(
+            self.header_read_timeout, self._headers_too_slow
+        )
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``, unless it takes the request's headers past the limit."""
+        if self._reading_headers:
+            # Counted up to the blank line that ends them (it may straddle two reads):
+            # a body in the same read is not headers.
+            seen = self._header_tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end + 4 - len(self._header_tail)
+            self._header_tail = seen[-3:]
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(431, f"the request's headers exceed {self.max_header_bytes} bytes")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        """A request's first byte: its headers are due within the deadline."""
+        super().on_message_begin()
+        self._reading_headers = True
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(
+                self.header_read_timeout, self._headers_too_slow
+            )
+
+    def on_headers_complete(self) -> None:
+        """The headers are in: the request runs with the app's own deadlines."""
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._header_tail = b""
+        self._cancel_header_deadline()
+        super().on_headers_complete()
+
+    def pause_writing(self) -> None:
+        """The client has stopped reading: it has ``send_timeout`` seconds to resume."""
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.send_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        super().resume_writing()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the deadlines with the connection."""
+        self._cancel_header_deadline()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self._header_bytes:
+            self._refuse(408, "the request's headers did not arrive in time")
+        else:
+            self.transport.close()  # nothing asked, so nothing to answer
+
+    def _refuse(self, status_code: int, detail: str) -> None:
+        self._reading_headers = False
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is on its way out; another one cannot be put in the middle of it.
+            self.transport.abort()
+            return
+        body = to_json({"detail": detail})
+        head = (
+            f"HTTP/1.1 {status_code} {HTTPStatus(status_code).phrase}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+
+@functools.cache
+def _connection_settings() -> KitSettings:
+    # Read once per process: uvicorn makes a protocol for every connection.
+    return KitSettings.from_env()
+
+
 # --- Responses --------------------------------------------------------------------------
 
 
@@ -2061,10 +2282,13 @@ class ProfileRequest:
     For development: ``create_app`` adds it only when ``PROFILING_ENABLED`` is true, so in
     production the parameter means nothing and costs nothing. The request runs in full,
     writes included; ``x-profiled-status`` carries the status it would have answered.
+    One request is profiled at a time, since every profiler samples the whole thread;
+    others asking meanwhile get a 503 with Retry-After.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._profiling = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -2073,6 +2297,10 @@ class ProfileRequest:
         asked = parse_qs(scope["query_string"].decode("latin-1")).get("profile", [""])[-1]
         if asked not in _PROFILE_FORMATS:
             await self.app(scope, receive, send)
+            return
+        if self._profiling:
+            await send({"type": "http.response.start", "status": 503, "headers": _PROFILER_BUSY})
+            await send({"type": "http.response.body", "body": _PROFILER_BUSY_BODY})
             return
         from pyinstrument import Profiler
 
@@ -2086,11 +2314,13 @@ class ProfileRequest:
         # Requests last milliseconds: pyinstrument's default 1 ms interval would catch only
         # a few samples of one.
         profiler = Profiler(interval=0.0001, async_mode="enabled")
+        self._profiling = True
         profiler.start()
         try:
             await self.app(scope, receive, hold_response)
         finally:
             profiler.stop()
+            self._profiling = False
         if _PROFILE_FORMATS[asked] == "text":
             body = profiler.output_text(unicode=True, color=False).encode()
             media_type = b"text/plain; charset=utf-8"
@@ -2108,6 +2338,13 @@ class ProfileRequest:
 
 
 _PROFILE_FORMATS = {"1": "html", "html": "html", "text": "text"}
+_PROFILER_BUSY_BODY = b'{"detail":"another request is being profiled; retry after Retry-After"}'
+_PROFILER_BUSY = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_PROFILER_BUSY_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"cache-control", b"no-store"),
+]
 
 
 # --- Input and errors -------------------------------------------------------------------
@@ -2118,10 +2355,16 @@ _PROFILE_FORMATS = {"1": "html", "html": "html", "text": "text"}
 
 def _whole_number(value: object) -> object:
     # Lax integer parsing would take true as 1 and 2.0 as 2. Text passes on to be parsed:
-    # path and query parameters arrive as text.
+    # path and query parameters arrive as text. Only digits, though: the parser would also
+    # take spaces and line breaks around them, a plus sign and underscores ("\r\n1" as 1).
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("want a whole number")
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("want a whole number, written in digits only")
     return value
+
+
+_DIGITS = re.compile(r"-?[0-9]+")
 
 
 def _storable_text(value: str) -> str:
@@ -2383,6 +2626,8 @@ def build_app(
     )
     # The middleware, outermost first: the order in which a request meets them.
     middleware = [
+        # A response the client does not read ends the request, wherever it waits.
+        Middleware(SendDeadline, timeout=settings.send_timeout, stats=guard.stats),
         # A slow body is read here, before the guard gives the request a place.
         Middleware(
             RequestBodyLimit,
@@ -3157,7 +3402,8 @@ async def _export_stream(
         async with reads.connect() as connection:
             rows = await _export_batch(connection, owner_id, after=rows[-1][0])
         if rows:
-            yield await offloader.run(_csv_lines, rows)
+            # The 200 has gone out: a full offload line may delay the rest, not cut it off.
+            yield await offloader.run_when_free(_csv_lines, rows)
 
 
 def _csv_lines(rows: Sequence[Row[*tuple[Any, ...]]]) -> str:

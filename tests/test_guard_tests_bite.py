@@ -6,9 +6,9 @@ from pathlib import Path
 
 from conftest import run
 
-BODY_DEADLINE = "async with asyncio.timeout(self.timeout):"
+BODY_DEADLINE = "async with asyncio.timeout(self.timeout):\n            while True:\n"
 # The body is still read before the guard admits the request, but for as long as it takes.
-NO_DEADLINE = "async with asyncio.timeout(None):"
+NO_DEADLINE = "async with asyncio.timeout(None):\n            while True:\n"
 
 
 def test_removing_the_body_deadline_fails_the_slow_upload_test(project: Path) -> None:

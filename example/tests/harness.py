@@ -8,8 +8,12 @@ import asyncio
 import contextlib
 import itertools
 import os
+import socket
+import subprocess
+import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -530,6 +534,63 @@ def _unique_column_sets(table: sa.Table) -> list[set[str]]:
     return [
         names for names in sets if not any(_assigned_by_database(table.c[name]) for name in names)
     ]
+
+
+# --- A real server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serving(
+    directory: Path, source: str, settings: Mapping[str, str], *options: str
+) -> Iterator[int]:
+    """Run the app module ``source``, written to ``directory``, under uvicorn on a free port
+    of 127.0.0.1 with these settings, until the block ends; the port.
+
+    The server's database is a SQLite file in ``directory`` unless ``settings`` name one.
+    """
+    (directory / "served_app.py").write_text(source)
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(directory), str(Path.cwd())]),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{directory / 'served.db'}",
+        **settings,
+    }
+    command = [sys.executable, "-m", "uvicorn", "served_app:app", "--port", str(port), *options]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--no-access-log"],
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    for line in process.stderr:  # until it listens, or the process ends
+        log.append(line)
+        if "Uvicorn running on" in line:
+            break
+    else:
+        pytest.fail("uvicorn did not start:\n" + "".join(log))
+    # Keep reading its log (a line per request): a full pipe would stop the server.
+    threading.Thread(target=log.extend, args=(process.stderr,), daemon=True).start()
+    try:
+        yield port
+        assert process.poll() is None, "the server died:\n" + "".join(log[-20:])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # connections still open: do not wait for them
+            process.kill()
+            process.wait()
 
 
 # --- Waiting and metrics ---------------------------------------------------------------------

@@ -198,6 +198,7 @@ async def test_metrics_report_the_guard_counters(client: httpx.AsyncClient) -> N
         "guard_reading_bodies": 0,
         "guard_bodies_too_large_total": 0,
         "guard_bodies_too_slow_total": 0,
+        "guard_responses_not_read_total": 0,
     }
 
 

@@ -1,10 +1,6 @@
 """A real uvicorn process under a flood or slow uploads: it stays up, healthy and serving."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import scrape
+from tests.harness import scrape, serving
 
 # A service with one slow route, so that a flood of requests overloads it for sure.
 FLOODED_APP = """
@@ -39,52 +35,17 @@ async def upload(request: Request) -> dict[str, int]:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """The flooded app under uvicorn on a free port: 2 in flight, 2 waiting, bodies in 1 s."""
-    (tmp_path / "flooded_app.py").write_text(FLOODED_APP)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'flood.db'}",
+    settings = {
         "GUARD_MAX_IN_FLIGHT": "2",
         "GUARD_MAX_WAITING": "2",
         "GUARD_WAIT_TIMEOUT": "0.5",
         "BODY_READ_TIMEOUT": "1",
     }
-    command = [sys.executable, "-m", "uvicorn", "flooded_app:app", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--no-access-log"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    log = []
-    for line in process.stderr:  # wait for start-up, or for the process to end
-        log.append(line)
-        if "Application startup complete" in line:
-            break
-    else:
-        pytest.fail("uvicorn did not start:\n" + "".join(log))
-    try:
+    with serving(tmp_path, FLOODED_APP, settings) as port:
         yield f"http://127.0.0.1:{port}"
-        assert process.poll() is None, "the server died under the flood"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # connections still open: do not wait for them
-            process.kill()
-            process.wait()
 
 
 async def test_a_flooded_server_answers_200_or_503_and_stays_healthy(server: str) -> None:

@@ -1,0 +1,391 @@
+"""Hostile clients at the HTTP layer, against real servers of one rendering.
+
+Usage: ``.venv/bin/python benchmarks/hostile.py [--project example] [--servers NAME ...]
+[--attacks NAME ...]``. For each server (see SERVERS) on a fresh PostgreSQL database with
+one owner of 200,000 items and a page of items with tags: start it (one worker), then run
+each attack (see ATTACKS) and print what it did to everyone else:
+
+- ``pipeline``: ten connections per worker, each with a 4 KiB receive buffer, pipeline 300
+  ``GET /openapi.json`` and never read; once the send deadline has passed, 40 probes of
+  ``/owners`` (how many 200) and the guard's gauges from ``/metrics``.
+- ``export``: the same with ten stalled readers of ``/owners/1/items.csv``.
+- ``header``: one request with a 32 MB header, sent as fast as the server takes it, while
+  ``/health`` is probed every 10 ms on another connection (the slowest probe).
+- ``slow-header``: a connection that sends its headers one byte a second: when (whether)
+  the server closes it.
+- ``throughput``: wrk on ``/items?limit=50`` (32 connections, 5 s), req/s.
+- ``profile``: with PROFILING_ENABLED=true, eight ``?profile=1`` at once: their statuses,
+  and the slowest ``/health`` meanwhile.
+
+The server is pinned to core 0, the clients to core 1 (where taskset exists). Not part of
+the test suite: the figures depend on the machine.
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+EXPORT_ROWS = 200_000
+SEND_TIMEOUT = 5.0
+PROBES = 40
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_command(name: str, port: int) -> list[str]:
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    uvicorn = [str(BIN / "uvicorn"), "my_service:app", *address, "--no-access-log"]
+    commands = {
+        "uvicorn": uvicorn,
+        "uvicorn-h11": [*uvicorn, "--http", "h11"],
+        "uvicorn-bounded": [*uvicorn, "--http", "my_service:BoundedHttpToolsProtocol"],
+        "granian": [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            *address,
+            "--no-ws",
+            "my_service:app",
+        ],
+        "hypercorn": [
+            str(BIN / "hypercorn"),
+            "my_service:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--read-timeout",
+            "10",
+        ],
+    }
+    command = commands[name]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    return command
+
+
+async def admin(sql: str, database: str = "postgres") -> None:
+    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def seed(database: str) -> None:
+    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
+    try:
+        await connection.execute("INSERT INTO owner (name) VALUES ('Big'), ('Small')")
+        await connection.execute(
+            "INSERT INTO item (name, description, price_cents, owner_id, created_at) "
+            "SELECT 'item ' || n, '', n, CASE WHEN n <= $1 THEN 1 ELSE 2 END, now() "
+            "FROM generate_series(1, $1 + 1000) AS n",
+            EXPORT_ROWS,
+        )
+        await connection.execute("INSERT INTO tag (name) VALUES ('red'), ('blue')")
+        await connection.execute(
+            "INSERT INTO itemtaglink (item_id, tag_id) SELECT id, 1 + id % 2 FROM item"
+        )
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+
+
+class Server:
+    def __init__(self, name: str, project: Path, database: str, extra: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"{asyncpg_url}/{database}",
+            "PYTHONPATH": str(project),
+            "SEND_TIMEOUT": str(SEND_TIMEOUT),
+            "HEADER_READ_TIMEOUT": "10",
+            "SLOW_REQUEST_MS": "100000",
+            "GUARD_ENABLED": "false",
+            **extra,
+        }
+        self.process = subprocess.Popen(
+            server_command(name, self.port),
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base, timeout=2) as client:
+            for _ in range(300):
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def stalled(server: Server, request: bytes, count: int) -> list[socket.socket]:
+    """``count`` connections that send ``request`` and never read."""
+    sockets = []
+    for _ in range(10):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        payload = request * count
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.sock_sendall(sock, payload), timeout=2)
+        except (TimeoutError, OSError):
+            pass  # the server stopped reading: what is sent is enough
+        sockets.append(sock)
+    return sockets
+
+
+async def guard_gauges(client: httpx.AsyncClient) -> str:
+    text = (await client.get("/metrics")).text
+    wanted = ("guard_in_flight ", "guard_waiting ")
+    return ", ".join(line for line in text.splitlines() if line.startswith(wanted)) or "-"
+
+
+async def probe_owners(server: Server) -> tuple[Counter[int | str], str]:
+    statuses: Counter[int | str] = Counter()
+    async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
+        for _ in range(PROBES):
+            try:
+                statuses[(await client.get("/owners")).status_code] += 1
+            except httpx.HTTPError as exc:
+                statuses[type(exc).__name__] += 1
+        try:
+            gauges = await guard_gauges(client)
+        except httpx.HTTPError as exc:
+            gauges = type(exc).__name__
+    return statuses, gauges
+
+
+async def guard_free(server: Server, give_up: float) -> float | None:
+    """Seconds until /metrics shows nothing in flight or waiting; None if not by ``give_up``."""
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
+        while time.perf_counter() - started < give_up:
+            gauges = await guard_gauges(client)
+            if gauges == "guard_in_flight 0.0, guard_waiting 0.0":
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+    return None
+
+
+async def attack_stalled(server: Server, request: bytes, count: int) -> str:
+    sockets = await stalled(server, request, count)
+    try:
+        await asyncio.sleep(SEND_TIMEOUT)
+        free = await guard_free(server, give_up=30)
+        statuses, gauges = await probe_owners(server)
+    finally:
+        for sock in sockets:
+            sock.close()
+    served = statuses.get(200, 0)
+    after = "never" if free is None else f"{SEND_TIMEOUT + free:.1f} s"
+    return f"guard free after {after}; {served} of {PROBES} /owners served {dict(statuses)}; {gauges}"
+
+
+async def attack_pipeline(server: Server) -> str:
+    request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    return await attack_stalled(server, request, 300)
+
+
+async def attack_export(server: Server) -> str:
+    request = b"GET /owners/1/items.csv HTTP/1.1\r\nHost: x\r\n\r\n"
+    return await attack_stalled(server, request, 1)
+
+
+async def probing(server: Server, done: asyncio.Event) -> tuple[float, int]:
+    """The slowest /health while ``done`` is not set, and how many failed."""
+    worst = 0.0
+    failed = 0
+    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+        while not done.is_set():
+            started = time.perf_counter()
+            try:
+                if (await client.get("/health")).status_code != 200:
+                    failed += 1
+            except httpx.HTTPError:
+                failed += 1
+            worst = max(worst, time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+    return worst, failed
+
+
+async def attack_header(server: Server) -> str:
+    done = asyncio.Event()
+    prober = asyncio.create_task(probing(server, done))
+    await asyncio.sleep(0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.perf_counter()
+    outcome = "sent whole"
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        chunk = b"a" * 65536
+        for _ in range(32 * 1024 * 1024 // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        writer.write(b"\r\n\r\n")
+        await writer.drain()
+    except OSError:
+        outcome = "cut off"
+    try:
+        answer = await asyncio.wait_for(reader.readline(), timeout=120)
+    except (TimeoutError, OSError):
+        answer = b""
+    elapsed = time.perf_counter() - started
+    writer.close()
+    await asyncio.sleep(0.5)
+    done.set()
+    worst, failed = await prober
+    status = answer.decode(errors="replace").strip() or "closed"
+    return (
+        f"{outcome}, answered {status!r} after {elapsed:.2f} s; "
+        f"slowest /health {worst * 1000:.0f} ms, {failed} failed"
+    )
+
+
+async def attack_slow_header(server: Server, give_up: float = 75.0) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    header = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    started = time.perf_counter()
+    closed = None
+    for byte in header:
+        if reader.at_eof() or writer.is_closing():
+            break
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1024), timeout=1)
+        except TimeoutError:
+            data = None
+        except OSError:
+            data = b""
+        if data is not None:
+            closed = time.perf_counter() - started
+            answer = data.split(b"\r\n", 1)[0].decode(errors="replace") or "nothing"
+            break
+        if time.perf_counter() - started > give_up:
+            break
+    writer.close()
+    if closed is None:
+        return f"still open after {time.perf_counter() - started:.0f} s"
+    return f"closed after {closed:.1f} s, answering {answer!r}"
+
+
+def attack_throughput(server: Server) -> str:
+    command = ["wrk", "-t1", "-c32", "-d5s", f"{server.base}/items?limit=50"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "1", *command]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("Requests/sec"))
+    non2xx = next((line for line in output.splitlines() if "Non-2xx" in line), "")
+    return f"{float(line.split()[1]):.0f} req/s {non2xx.strip()}"
+
+
+async def attack_profile(server: Server) -> str:
+    done = asyncio.Event()
+    prober = asyncio.create_task(probing(server, done))
+    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(client.get("/items", params={"limit": 50, "profile": "1"}) for _ in range(8)),
+            return_exceptions=True,
+        )
+        elapsed = time.perf_counter() - started
+    done.set()
+    worst, failed = await prober
+    statuses = Counter(
+        answer.status_code if isinstance(answer, httpx.Response) else type(answer).__name__
+        for answer in answers
+    )
+    return (
+        f"statuses {dict(statuses)} in {elapsed:.1f} s; slowest /health {worst * 1000:.0f} ms, "
+        f"{failed} failed"
+    )
+
+
+ATTACKS = {
+    "pipeline": attack_pipeline,
+    "export": attack_export,
+    "header": attack_header,
+    "slow-header": attack_slow_header,
+    "throughput": attack_throughput,
+    "profile": attack_profile,
+}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--project", type=Path, default=ROOT / "example")
+    parser.add_argument("--servers", nargs="+", default=["uvicorn"])
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS))
+    parser.add_argument("--repeats", type=int, default=1)
+    options = parser.parse_args()
+    project = options.project.resolve()
+    database = f"hostile_{uuid.uuid4().hex[:10]}"
+    await admin(f'CREATE DATABASE "{database}"')
+    try:
+        asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
+        subprocess.run(
+            [str(BIN / "alembic"), "upgrade", "head"],
+            cwd=project,
+            env={**os.environ, "DATABASE_URL": f"{asyncpg_url}/{database}"},
+            check=True,
+            capture_output=True,
+        )
+        await seed(database)
+        for _ in range(options.repeats):
+            for attack in options.attacks:
+                for name in options.servers:
+                    extra = {"PROFILING_ENABLED": "true"} if attack == "profile" else {}
+                    server = Server(name, project, database, extra)
+                    try:
+                        await server.ready()
+                        run = ATTACKS[attack]
+                        if asyncio.iscoroutinefunction(run):
+                            result = await run(server)
+                        else:
+                            result = await asyncio.to_thread(run, server)
+                        alive = "" if server.process.poll() is None else " (server died)"
+                        print(f"{attack:12} {name:16} {result}{alive}", flush=True)
+                    finally:
+                        server.stop()
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
