@@ -511,7 +511,7 @@ def expect_queries(expected: int) -> Iterator[QueryRecorder]:
         yield recorder
     if recorder.count != expected:
         raise QueryCountError(
-            f"expected {expected} queries, {recorder.count} were sent:\n{recorder.report()}"
+            f"expected {_queries(expected)}, {recorder.count} were sent:\n{recorder.report()}"
         )
 
 
@@ -666,7 +666,7 @@ class ServerTimingMiddleware:
             async def send_with_timing(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     scope["queries_before_body"] = recorder.count
-                    queries = "1 query" if recorder.count == 1 else f"{recorder.count} queries"
+                    queries = _queries(recorder.count)
                     metrics = [f'db;dur={recorder.duration * 1000:.2f};desc="{queries}"', *timings]
                     if "queue_wait" in scope:
                         metrics.append(f"queue;dur={scope['queue_wait'] * 1000:.2f}")
@@ -686,22 +686,26 @@ class ServerTimingMiddleware:
         sent = scope.get("queries_before_body", recorder.count)
         if budget is not None and sent > budget:
             logger.warning(
-                "%s %s sent %d queries, over its budget of %d:\n%s",
+                "%s %s sent %s, over its budget of %d:\n%s",
                 scope["method"],
                 _printable(scope["path"]),
-                sent,
+                _queries(sent),
                 budget,
                 recorder.report(),
             )
         if elapsed > self.slow_request:
             logger.warning(
-                "slow request: %s %s took %.0f ms, %d queries in %.0f ms",
+                "slow request: %s %s took %.0f ms, %s in %.0f ms",
                 scope["method"],
                 _printable(scope["path"]),
                 elapsed * 1000,
-                recorder.count,
+                _queries(recorder.count),
                 recorder.duration * 1000,
             )
+
+
+def _queries(count: int) -> str:
+    return "1 query" if count == 1 else f"{count} queries"
 
 
 def _printable(text: str) -> str:
@@ -787,12 +791,12 @@ class RequestLogMiddleware:
         series.observe(elapsed)
         if _request_log.isEnabledFor(logging.INFO):
             _request_log.info(
-                "%s %s %d %.1f ms, %d queries, request %s",
+                "%s %s %d %.1f ms, %s, request %s",
                 method,
                 route,
                 status_code,
                 elapsed * 1000,
-                recorder.count,
+                _queries(recorder.count),
                 request_id,
                 extra={
                     "request": {

@@ -157,7 +157,7 @@ async def test_one_line_per_request_with_route_status_queries_and_id(
         "request_id": request_id,
     }
     assert record.getMessage().startswith("GET /items/{item_id} 404 ")
-    assert record.getMessage().endswith(f" ms, 1 queries, request {request_id}")
+    assert record.getMessage().endswith(f" ms, 1 query, request {request_id}")
 
 
 async def test_the_json_format_puts_each_field_on_its_own_key(

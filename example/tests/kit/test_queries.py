@@ -69,7 +69,7 @@ async def test_a_failed_count_shows_the_statements_and_where_they_came_from(
     with pytest.raises(QueryCountError) as caught, expect_queries(1):
         await select_one_three_times()
     report = str(caught.value)
-    assert report.startswith("expected 1 queries, 3 were sent:")
+    assert report.startswith("expected 1 query, 3 were sent:")
     assert "  1. SELECT 1\n" in report
     assert "in select_one_three_times" in report
     assert "repeated: 3 x SELECT 1" in report
