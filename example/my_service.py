@@ -2972,7 +2972,8 @@ _TAGS_PAGE = (
     .limit(sa.bindparam("limit"))
 )
 _OWNER_ID = sa.select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
-# The export's batches: keyset pages on (owner_id, id), which ix_item_owner_id_id serves.
+# The export's batches: keyset pages of an owner's items by id, archived ones included, so
+# the index on owner_id finds them (the partial index holds live items only).
 _EXPORT_PAGE = (
     sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
     .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
