@@ -36,6 +36,7 @@ import logging
 import random
 import re
 import secrets
+import sqlite3
 import sys
 import sysconfig
 import threading
@@ -145,6 +146,7 @@ __all__ = [
     "CoalescingRefresher",
     "ConcurrencyLimit",
     "Cursor",
+    "DatabaseUnavailable",
     "ErrorMessage",
     "GuardStats",
     "Id",
@@ -165,6 +167,7 @@ __all__ = [
     "ProfileRequest",
     "QueryCountError",
     "QueryRecorder",
+    "ReadinessCheck",
     "ReadsDep",
     "RefreshStats",
     "RequestBodyLimit",
@@ -196,6 +199,7 @@ __all__ = [
     "record_queries",
     "router",
     "send_overloaded",
+    "unavailable_response",
     "unprocessable",
 ]
 
@@ -230,6 +234,9 @@ class KitSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     database_max_overflow: int = Field(default=0, ge=0)
     database_pool_timeout: float = Field(default=5.0, gt=0)
+    database_connect_timeout: float = Field(default=5.0, gt=0)
+    database_statement_timeout: float = Field(default=10.0, gt=0)
+    database_ready_timeout: float = Field(default=1.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
     database_pool_pre_ping: bool = False
     database_echo: bool = False
@@ -278,6 +285,9 @@ class KitSettings(BaseSettings):
             raise ValueError(
                 "not a valid URL; want postgresql+asyncpg://user:password@host:port/dbname"
             ) from None
+        if url.host is not None and "@" in url.host:
+            # An unencoded @ in the password ends it early: the rest would be taken as the host.
+            raise ValueError("percent-encode each @ in the user name and password as %40")
         if url.get_backend_name() == "postgresql":
             url = _asyncpg_ssl(url)
         return url.render_as_string(hide_password=False)
@@ -331,27 +341,42 @@ def _asyncpg_ssl(url: URL) -> URL:
 
 
 def _masked(value: object) -> object:
-    # A refused URL is shown with its password masked; one too malformed to parse is not
-    # shown at all, since where its password is cannot be known.
+    # A refused URL is shown with its password masked. Everything up to the last @ is taken
+    # as user and password, without parsing: a password with an unencoded @ would otherwise
+    # show its end as the host. An @ further on (in the query) masks more, never less.
     if not isinstance(value, str) or "://" not in value:
         return value
-    try:
-        return make_url(value).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "(a malformed URL, not shown: it may hold a password)"
+    scheme, rest = value.split("://", 1)
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return value
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{location}"
 
 
 # --- Database ---------------------------------------------------------------------------
 
 
-def create_engine(settings: KitSettings) -> AsyncEngine:
-    """Create the async engine for ``settings.database_url``, with query counting attached."""
+def create_engine(settings: KitSettings, *, deadlines: bool = True) -> AsyncEngine:
+    """Create the async engine for ``settings.database_url``, with query counting attached.
+
+    Every wait on the database has a deadline: a new connection ``DATABASE_CONNECT_TIMEOUT``,
+    a pooled one (and SQLite's write lock) ``DATABASE_POOL_TIMEOUT``, and each PostgreSQL
+    statement ``DATABASE_STATEMENT_TIMEOUT``, unless ``deadlines`` is false (migrations may
+    rightly run for minutes). A deadline passed, a connection lost or refused: statements
+    raise ``DatabaseUnavailable``, which requests answer with the kit's 503.
+    """
     url = make_url(settings.database_url.get_secret_value())
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=settings.database_echo)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(url))
+        pragmas = _sqlite_pragmas(url, busy_timeout=settings.database_pool_timeout)
+        event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _begin_immediate)
     else:
+        # A peer gone silent (a host dead, a virtual IP moved: no FIN, no RST) would be
+        # awaited for ever; asyncpg gives it up after its connect timeout, or its command
+        # timeout once connected.
+        statements = {"command_timeout": settings.database_statement_timeout} if deadlines else {}
         engine = create_async_engine(
             url,
             echo=settings.database_echo,
@@ -360,20 +385,26 @@ def create_engine(settings: KitSettings) -> AsyncEngine:
             pool_timeout=settings.database_pool_timeout,
             pool_recycle=settings.database_pool_recycle,
             pool_pre_ping=settings.database_pool_pre_ping,
+            connect_args={"timeout": settings.database_connect_timeout, **statements},
         )
+        event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    event.listen(engine.sync_engine, "handle_error", _unavailable_on_failure)
     count_queries(engine.sync_engine)
     return engine
 
 
-def _sqlite_pragmas(url: URL) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
+def _sqlite_pragmas(
+    url: URL, busy_timeout: float
+) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
     in_memory = url.database in (None, "", ":memory:")
 
     def on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         # SQLite ignores foreign keys unless asked, and fails at once on a locked database
-        # unless given a busy timeout; WAL lets readers run alongside the one writer.
+        # unless given a busy timeout; WAL lets readers run alongside the one writer. The
+        # wait for the write lock is the wait for a connection on PostgreSQL: one deadline.
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 5000")
+        cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
         if not in_memory:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -394,8 +425,108 @@ def _begin_immediate(connection: Connection) -> None:
     cursor = connection.connection.cursor()
     try:
         cursor.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        # The begin event runs outside SQLAlchemy's error handling: translate here.
+        if _sqlite_busy(exc):
+            raise DatabaseUnavailable(f"the write lock is still taken: {exc}") from exc
+        raise
     finally:
         cursor.close()
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot answer now; the client should retry a little later (a 503).
+
+    Engines made by ``create_engine`` raise it in place of the driver's error when a wait
+    passed its deadline (a connection, a statement, SQLite's write lock) or the connection
+    was lost or refused (a restart, a failover).
+    """
+
+
+# PostgreSQL errors that mean "not now" rather than "never": a connection exception
+# (class 08), no resources left (class 53: connection slots, memory, disk), a statement
+# cancelled (57014), a server shutting down or starting up (57P01-57P03).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
+
+
+def _unavailable_on_failure(context: ExceptionContext) -> None:
+    error = context.original_exception
+    if context.is_pre_ping or not isinstance(error, Exception):
+        return  # pre-ping reconnects by itself, and a cancelled task stays cancelled
+    if isinstance(error, TimeoutError):
+        # asyncpg's command timeout: nothing came back in time. The pool's other connections
+        # went the same way over the network, and may be as silent as this one: replace them
+        # all now, rather than find each dead at the cost of one more request's deadline.
+        context.invalidate_pool_on_disconnect = True
+        reason = "no answer within DATABASE_STATEMENT_TIMEOUT"
+    elif context.is_disconnect:
+        reason = "the connection was lost"
+    elif str(getattr(error, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES):
+        reason = "the database refused the work for now"
+    elif _sqlite_busy(error):
+        reason = "the write lock is still taken"
+    else:
+        return
+    raise DatabaseUnavailable(f"{reason}: {error!r}") from error
+
+
+def _sqlite_busy(error: Exception) -> bool:
+    # Another connection holds the lock, and held it past the busy timeout.
+    return str(getattr(error, "sqlite_errorname", "")).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _connect_or_unavailable(
+    dialect: Dialect, record: ConnectionPoolEntry, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> DBAPIConnection:
+    # A connection refused, a host unknown or a connect timeout is the driver's OSError or
+    # TimeoutError, which SQLAlchemy passes on untouched; the database's own refusals (no
+    # slot left, starting up) are its errors, and _unavailable_on_failure sees them.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect: {exc!r}") from exc
+
+
+_SELECT_ONE = text("SELECT 1")
+
+
+class ReadinessCheck:
+    """Whether the service can query its database now: the answer of ``GET /ready``.
+
+    A check sends one statement through the pool, as a read would (give it the AUTOCOMMIT
+    engine: on SQLite a transaction would take the write lock). Probes that arrive while one
+    runs share its answer, so a flood of probes holds one connection at most. A probe waits
+    ``timeout`` seconds, then answers "not ready"; the check goes on in the background,
+    within the statement deadline, and a later probe may still share it.
+    """
+
+    def __init__(self, engine: AsyncEngine, timeout: float) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self._running: asyncio.Task[None] | None = None
+
+    async def confirm(self) -> None:
+        """Return once the database answered; raise ``DatabaseUnavailable`` if it did not
+        within ``timeout`` seconds, or failed.
+        """
+        running = self._running
+        if running is None or running.done():
+            running = self._running = asyncio.create_task(self._query())
+            running.add_done_callback(_retrieve_exception)
+        try:
+            # Shielded: a probe that gives up leaves the check to finish cleanly.
+            await asyncio.wait_for(asyncio.shield(running), self.timeout)
+        except DatabaseUnavailable:
+            raise
+        except TimeoutError:
+            message = f"no answer within {self.timeout:g} s (DATABASE_READY_TIMEOUT)"
+            raise DatabaseUnavailable(message) from None
+        except Exception as exc:
+            raise DatabaseUnavailable(f"the readiness query failed: {exc!r}") from exc
+
+    async def _query(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(_SELECT_ONE)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -965,6 +1096,23 @@ def overloaded_response() -> Response:
     )
 
 
+_UNAVAILABLE_BODY = (
+    b'{"detail":"the database is unavailable; retry after the delay in Retry-After"}'
+)
+
+
+def unavailable_response() -> Response:
+    """The 503 of a database that cannot answer now (``DatabaseUnavailable``): the
+    overload's headers, so clients retry it the same way, with a body that says why.
+    """
+    headers = random.choice(_OVERLOADED_HEADERS)
+    return Response(
+        _UNAVAILABLE_BODY,
+        503,
+        {name.decode(): value.decode() for name, value in headers if name != b"content-length"},
+    )
+
+
 # --- TTL cache --------------------------------------------------------------------------
 
 
@@ -980,6 +1128,7 @@ class CacheStats:
     bypassed: int = 0
     notifications_received: int = 0
     listener_reconnects: int = 0
+    listener_silences: int = 0
 
 
 @dataclass(slots=True)
@@ -1283,8 +1432,11 @@ class CacheListener:
     would stop listening when released. While it is not listening (starting, or after the
     connection dropped), notifications sent meanwhile are lost for good, so the cache is
     cleared and bypassed until it listens again; it reconnects with backoff. A heartbeat
-    checks the connection, since one whose network died looks alive until it is used. The
-    cache's own notifications come back on the channel too, and are ignored.
+    checks the connection every ``heartbeat`` seconds, since one whose network died looks
+    alive until it is used: a heartbeat unanswered for ``heartbeat`` seconds bypasses the
+    cache until its reply comes (so a silent channel is noticed within two heartbeats), and
+    one unanswered for ``timeout`` seconds gives the connection up. The cache's own
+    notifications come back on the channel too, and are ignored.
     """
 
     def __init__(
@@ -1292,7 +1444,8 @@ class CacheListener:
         cache: AsyncTTLCache,
         connect: Callable[[], Awaitable["asyncpg.Connection[Any]"]],
         *,
-        heartbeat: float = 5.0,
+        heartbeat: float = 0.5,
+        timeout: float = 5.0,
         max_backoff: float = 5.0,
     ) -> None:
         if cache.channel is None:
@@ -1301,6 +1454,7 @@ class CacheListener:
         self.channel = cache.channel
         self.connect = connect
         self.heartbeat = heartbeat
+        self.timeout = timeout
         self.max_backoff = max_backoff
         self.listening = False
         self.backend_pid: int | None = None
@@ -1381,9 +1535,28 @@ class CacheListener:
                 async with asyncio.timeout(self.heartbeat):
                     await lost.wait()
             except TimeoutError:
-                async with asyncio.timeout(self.heartbeat):
-                    await connection.execute("SELECT 1")
+                await self._beat(connection)
         raise ConnectionError("the listening connection was closed")
+
+    async def _beat(self, connection: "asyncpg.Connection[Any]") -> None:
+        reply = asyncio.ensure_future(connection.execute("SELECT 1"))
+        try:
+            await asyncio.wait((reply,), timeout=self.heartbeat)
+            if not reply.done():
+                # What holds up the reply may hold up notifications too: serve uncached until
+                # it comes. The connection delivers in order, so by then every notification
+                # sent before it has been applied, and the cache is current again.
+                self.cache.bypass = True
+                self.cache.stats.listener_silences += 1
+                self._notify_change()
+                async with asyncio.timeout(self.timeout - self.heartbeat):
+                    await reply
+                self.cache.bypass = False
+                self._notify_change()
+            reply.result()
+        finally:
+            # Stopped meanwhile (the app shutting down): the heartbeat stops with it.
+            reply.cancel()
 
     def _apply(self, connection: object, backend_pid: int, channel: str, payload: object) -> None:
         try:
@@ -1518,6 +1691,7 @@ class RefreshStats:
     runs: int = 0
     keys_refreshed: int = 0
     failures: int = 0
+    retries: int = 0
     abandoned: int = 0
 
 
@@ -1528,19 +1702,29 @@ class CoalescingRefresher:
     query. One worker task, started with the app, waits ``max_delay`` seconds after the first
     mark of a burst, then refreshes every key marked meanwhile in one call: N writes, one
     refresh, and what it maintains is at most ``max_delay`` plus one refresh behind. A
-    failed refresh is logged and counted; its keys go with the next one. ``stop`` runs what
-    is pending, for at most its grace period, then cancels the rest.
+    failed refresh is logged, counted and retried on its own: after ``max_delay`` (a tenth
+    of a second at least), then twice as long each time up to ``max_retry_delay``; a write
+    meanwhile takes its keys along sooner. ``stop`` runs what is pending, for at most its
+    grace period, then cancels the rest.
 
     Per process and in memory: a mark not yet refreshed when the process dies is lost. Work
     that must survive a crash, or that needs more than one task, wants a real queue.
     """
 
     def __init__(
-        self, name: str, refresh: Callable[[frozenset[Any]], Awaitable[None]], max_delay: float
+        self,
+        name: str,
+        refresh: Callable[[frozenset[Any]], Awaitable[None]],
+        max_delay: float,
+        *,
+        max_retry_delay: float = 30.0,
     ) -> None:
         self.name = name
         self.refresh = refresh
         self.max_delay = max_delay
+        self.max_retry_delay = max_retry_delay
+        self._backoff = 0.0
+        self._retry: asyncio.TimerHandle | None = None
         self.stats = RefreshStats()
         self._pending: set[Hashable] = set()
         self._running: frozenset[Hashable] = frozenset()
@@ -1568,9 +1752,13 @@ class CoalescingRefresher:
         await self._idle.wait()
 
     async def flush(self) -> None:
-        """Refresh what is pending now, without waiting out the delay, and wait for it."""
-        if not self._idle.is_set():
+        """Refresh what is pending now (keys waiting for a retry too), without waiting out
+        the delay, and wait for it.
+        """
+        if self._pending or not self._idle.is_set():
+            self._idle.clear()
             self._hurry.set()
+            self._marked.set()
             await self._idle.wait()
 
     async def stop(self, grace: float) -> None:
@@ -1585,6 +1773,8 @@ class CoalescingRefresher:
         if not done:
             task.cancel()
             await asyncio.wait({task})
+        if self._retry is not None:
+            self._retry.cancel()
         abandoned = self._pending | self._running
         if abandoned:
             self.stats.abandoned += len(abandoned)
@@ -1613,7 +1803,7 @@ class CoalescingRefresher:
             await self.refresh(keys)
         except Exception:
             self.stats.failures += 1
-            # Not lost: the keys go with the next refresh, which the next write starts.
+            # Not lost: the keys go with the next refresh, the retry's or a write's.
             self._pending |= keys
             self.stats.pending = len(self._pending)
             logger.exception(
@@ -1621,9 +1811,32 @@ class CoalescingRefresher:
                 self.name,
                 len(keys),
             )
+            if not self._stopping:
+                self._retry_later()
         else:
             self.stats.runs += 1
             self.stats.keys_refreshed += len(keys)
+            self._backoff = 0.0
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
+
+    def _retry_later(self) -> None:
+        # Never sooner than a tenth of a second (a delay of 0 would retry in a busy loop),
+        # and with jitter, so that processes that failed together do not retry in step.
+        ceiling = max(self.max_retry_delay, self.max_delay)
+        self._backoff = min(max(self._backoff * 2, self.max_delay, 0.1), ceiling)
+        if self._retry is not None:
+            self._retry.cancel()
+        delay = self._backoff * random.uniform(0.75, 1.25)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.stats.retries += 1
+        self._idle.clear()
+        self._hurry.set()
+        self._marked.set()
 
 
 # --- Overload guard ---------------------------------------------------------------------
@@ -1880,7 +2093,9 @@ class LoopLag:
 
 
 # Health checks and metrics must answer under any load, so the guard lets them through.
-UNGUARDED_PATHS = ("/health", "/metrics")
+# Readiness too: a probe refused for load would take a busy instance out of service, and
+# the others would then take its load as well.
+UNGUARDED_PATHS = ("/health", "/metrics", "/ready")
 
 
 class OverloadGuard:
@@ -2561,6 +2776,20 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@_kit_routes.get("/ready", responses=error_responses(503))
+@query_budget(1)
+async def ready(request: Request) -> dict[str, str]:
+    """Answer 200 while the database answers a query, 503 while it does not.
+
+    The readiness probe: an orchestrator sends this instance traffic only while it is ready.
+    Unlike /health, it touches the database (one statement, shared by the probes that
+    arrive meanwhile, within ``DATABASE_READY_TIMEOUT``); like it, the guard lets it through.
+    """
+    readiness: ReadinessCheck = request.app.state.readiness
+    await readiness.confirm()
+    return {"status": "ready"}
+
+
 def build_app(
     settings: KitSettings,
     *,
@@ -2596,6 +2825,7 @@ def build_app(
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
         # Created here, not at import: they belong to the event loop that serves the app.
         shared = settings.cache_notify and engine.dialect.name == "postgresql"
         app.state.cache = cache = AsyncTTLCache(
@@ -2657,9 +2887,11 @@ def build_app(
     app.state.metrics = registry
     registry.register(KitCollector(app.state))
     # No capacity answers the same 503 whichever part ran out: the guard's line, the
-    # offload pool's line, or the wait for a database connection.
+    # offload pool's line, or the wait for a database connection; a database that cannot
+    # answer now, the same 503 saying so.
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(PoolTimeoutError, _overloaded)
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.include_router(_kit_routes)
     for router in routers:
@@ -2678,7 +2910,7 @@ def _listening_connection(
     application = {"application_name": f"{settings.cache_channel} listener"}
     return functools.partial(
         asyncpg.connect,
-        timeout=settings.database_pool_timeout,
+        timeout=settings.database_connect_timeout,
         server_settings=application,
         **arguments,
     )
@@ -2686,6 +2918,30 @@ def _listening_connection(
 
 async def _overloaded(request: Request, exc: Exception) -> Response:
     return overloaded_response()
+
+
+class _Throttle:
+    # At most one event per interval: an outage fails every request at once, and a log
+    # line for each would pile onto it.
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+
+_unavailable_warnings = _Throttle(1.0)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    if _unavailable_warnings.allow():
+        logger.warning("database unavailable, answering 503: %s", exc)
+    return unavailable_response()
 
 
 # ==========================================================================================

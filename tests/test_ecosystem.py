@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,6 +393,56 @@ def test_the_health_check_passes_while_the_start_commands_server_runs(
     assert [entry["route"] for entry in logged if "route" in entry] == ["/health"], logged
     gone = subprocess.run(check, env=container.environment, capture_output=True, timeout=30)
     assert gone.returncode != 0
+
+
+@contextmanager
+def serving(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[None]:
+    """The shell ``command``'s uvicorn, from start-up complete until the block ends."""
+    server = subprocess.Popen(
+        command, shell=True, cwd=cwd, env=environment, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        log = []
+        for line in server.stderr:
+            log.append(line)
+            if "Application startup complete" in line:
+                break
+        else:
+            pytest.fail("uvicorn did not start:\n" + "".join(log))
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_compose_checks_readiness_which_fails_while_the_database_cannot_answer(
+    default_project: Path, container: Container
+) -> None:
+    _, final = dockerfile_stages(default_project / "Dockerfile")
+    (liveness,) = final.all("HEALTHCHECK")
+    compose = yaml.safe_load((default_project / "compose.yaml").read_text())
+    kind, *readiness = compose["services"]["service"]["healthcheck"]["test"]
+    assert kind == "CMD"
+    serve = container.script.split(" && ")[-1].replace("0.0.0.0", "127.0.0.1")
+    nowhere = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing"
+    unreachable = {**container.environment, "DATABASE_URL": nowhere, "CACHE_NOTIFY": "false"}
+    passed = {}
+    servers = (("reachable", container.environment), ("unreachable", unreachable))
+    for database, environment in servers:
+        port = free_port()
+        with serving(serve.replace("--port 8000", f"--port {port}"), container.app, environment):
+            for name, check in (("liveness", exec_form(liveness)), ("readiness", readiness)):
+                command = [part.replace(":8000/", f":{port}/") for part in check]
+                result = subprocess.run(command, env=environment, capture_output=True, timeout=30)
+                passed[database, name] = result.returncode == 0
+    assert passed == {
+        ("reachable", "liveness"): True,
+        ("reachable", "readiness"): True,
+        # A database out of reach takes the instance out of service, but never restarts it.
+        ("unreachable", "liveness"): True,
+        ("unreachable", "readiness"): False,
+    }
 
 
 # --- Installing ------------------------------------------------------------------------------

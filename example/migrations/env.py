@@ -92,7 +92,9 @@ async def migrate(engine: AsyncEngine) -> None:
 
 async def migrate_the_services_database() -> None:
     """Run the migrations on the database of ``DATABASE_URL``, with the service's engine."""
-    engine = create_engine(Settings.from_env())
+    # Without the statement deadline: a migration may rightly run for minutes, or wait
+    # that long for another instance's to finish.
+    engine = create_engine(Settings.from_env(), deadlines=False)
     try:
         await migrate(engine)
     finally:

@@ -263,5 +263,6 @@ async def test_metrics_report_the_cache_counters(app: FastAPI, client: httpx.Asy
         "cache_bypassed_total": 0,
         "cache_notifications_received_total": 0,
         "cache_listener_reconnects_total": 0,
+        "cache_listener_silences_total": 0,
         "cache_entries": 1,
     }

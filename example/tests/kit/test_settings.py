@@ -118,6 +118,18 @@ def test_a_refused_url_is_shown_with_its_password_masked(from_env: FromEnv) -> N
 
 
 @pytest.mark.parametrize(
+    "url", ["postgres://app:s3cr@tXYZ@db:5432/app", "mysql://app:s3cr@tXYZ@db/app"]
+)
+def test_an_unencoded_at_sign_in_the_password_is_refused_and_masked_whole(
+    from_env: FromEnv, url: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        from_env({"DATABASE_URL": url})
+    assert "tXYZ" not in str(caught.value)
+    assert ":***@db" in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
         ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE='0': Input should be greater than or"),

@@ -1,0 +1,186 @@
+"""Every wait on the database has a deadline: past it, or while the database cannot be
+reached, a request gets the kit's 503 with Retry-After, and the service recovers by itself.
+
+A silent or restarting network is a TCP relay between the service and PostgreSQL
+(``tests/tcp_proxy.py``): those tests run when the suite runs on PostgreSQL, and are
+reported as skipped on SQLite. SQLite's own deadline, the wait for its write lock, is tested
+on a file of its own in every run.
+"""
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import NullPool, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from my_service import ReadsDep, SessionDep, Settings, create_app, query_budget
+
+from tests.harness import TcpProxy
+
+UNAVAILABLE = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
+
+
+def add_probe_routes(app: FastAPI) -> None:
+    """A read and a write of one statement each, the two ways routes reach the database."""
+
+    @query_budget(1)
+    async def read(reads: ReadsDep) -> dict[str, int]:
+        async with reads.connect() as connection:
+            return {"one": (await connection.execute(text("SELECT 1"))).scalar_one()}
+
+    @query_budget(1)
+    async def write(session: SessionDep) -> dict[str, int]:
+        one = (await (await session.connection()).exec_driver_sql("SELECT 1")).scalar_one()
+        await session.commit()
+        return {"one": one}
+
+    app.get("/probe/read")(read)
+    app.post("/probe/write")(write)
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    """The kit's 503 for a database that cannot answer: JSON, and when to retry."""
+    assert response.status_code == 503, response.text
+    assert response.json() == UNAVAILABLE
+    assert response.headers["retry-after"] in {"1", "2", "3"}
+
+
+@pytest.fixture
+def postgresql_url(app: FastAPI) -> str:
+    """The test database's URL; on SQLite, which has no network to fail, the test is skipped."""
+    if app.state.engine.dialect.name != "postgresql":
+        pytest.skip("a network between the service and its database is PostgreSQL's")
+    return str(app.state.engine.url.render_as_string(hide_password=False))
+
+
+@contextlib.asynccontextmanager
+async def service(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The service with the probe routes, started on ``database_url``, until the block ends."""
+    app = create_app(Settings(database_url=database_url, **settings))
+    add_probe_routes(app)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client
+
+
+def through(proxy: TcpProxy, database_url: str) -> str:
+    """``database_url``, reached through ``proxy``."""
+    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/probe/read"), ("POST", "/probe/write")])
+async def test_a_silent_database_is_a_503_at_the_deadline_and_the_pool_recovers(
+    postgresql_url: str, method: str, path: str
+) -> None:
+    server = make_url(postgresql_url)
+    deadlines = {"database_pool_size": 2, "database_statement_timeout": 1.0}
+    async with (
+        TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy,
+        service(through(proxy, postgresql_url), cache_notify=False, **deadlines) as client,
+    ):
+        # Two pooled connections, both idle when the network goes silent.
+        answers = await asyncio.gather(*(client.get("/probe/read") for _ in range(2)))
+        assert [answer.status_code for answer in answers] == [200, 200]
+        proxy.silence()
+        try:
+            # Without a deadline the request would wait for ever: fail instead of hanging.
+            async with asyncio.timeout(30):
+                assert_unavailable(await client.request(method, path))
+                # The same instance serves again, on new connections: no restart.
+                statuses = [(await client.request(method, path)).status_code for _ in range(3)]
+        finally:
+            proxy.refuse()  # whatever happened, the service stops without waiting on silence
+    assert statuses == [200, 200, 200]
+
+
+async def test_a_restarting_database_is_a_503_until_it_accepts_connections_again(
+    postgresql_url: str,
+) -> None:
+    server = make_url(postgresql_url)
+    async with (
+        TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy,
+        service(through(proxy, postgresql_url), cache_notify=False) as client,
+    ):
+        assert (await client.get("/probe/read")).status_code == 200
+        proxy.refuse()
+        # The pooled connection was cut, then no new one can be made.
+        assert_unavailable(await client.get("/probe/read"))
+        assert_unavailable(await client.post("/probe/write"))
+        proxy.accept()
+        assert (await client.get("/probe/read")).status_code == 200
+        assert (await client.post("/probe/write")).status_code == 200
+
+
+async def test_connections_the_server_terminates_are_a_503_and_replaced(
+    app: FastAPI, client: httpx.AsyncClient, postgresql_url: str
+) -> None:
+    add_probe_routes(app)
+    assert (await client.get("/probe/read")).status_code == 200
+    # What a restart or a failover does to open sessions: PostgreSQL ends them (57P01). From
+    # a connection outside the pool, which keeps the one the read used.
+    terminator = create_async_engine(postgresql_url, poolclass=NullPool)
+    others = text(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        async with terminator.connect() as connection:
+            await connection.execute(others)
+    finally:
+        await terminator.dispose()
+    # The pool kept the connection the read had used: its end is found by the next request.
+    assert_unavailable(await client.get("/probe/read"))
+    assert (await client.get("/probe/read")).status_code == 200
+
+
+async def test_an_unreachable_database_is_a_503() -> None:
+    url = f"postgresql+asyncpg://nobody@127.0.0.1:{closed_port()}/nothing"
+    async with service(url, cache_notify=False) as client:
+        assert_unavailable(await client.get("/probe/read"))
+        assert_unavailable(await client.post("/probe/write"))
+
+
+def closed_port() -> int:
+    """A local port where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_a_sqlite_writer_past_the_busy_timeout_gets_503(tmp_path: Path) -> None:
+    database = tmp_path / "busy.db"
+    async with service(f"sqlite+aiosqlite:///{database}", database_pool_timeout=0.1) as client:
+        assert (await client.get("/probe/read")).status_code == 200  # the file, in WAL mode
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
+        try:
+            assert_unavailable(await client.post("/probe/write"))
+            # Readers never wait for the writer, nor does the readiness probe.
+            assert (await client.get("/probe/read")).status_code == 200
+            assert (await client.get("/ready")).status_code == 200
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (await client.post("/probe/write")).status_code == 200
+
+
+async def test_sqlites_busy_timeout_is_the_pool_timeout(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
+    app = create_app(Settings(database_url=url, database_pool_timeout=0.25))
+    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
+        busy_timeout = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+    assert busy_timeout == 250
