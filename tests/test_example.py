@@ -1,24 +1,38 @@
 """The committed example is the template's current rendering with the default answers."""
 
+import subprocess
 from pathlib import Path
 
 from render_example import ROOT, render_example
 
-# What running the example's own checks leaves behind, which git ignores too.
-LEFT_BY_TOOLS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"}
 
-
-def files(root: Path) -> dict[str, str]:
+def rendered_files(root: Path) -> dict[str, str]:
     return {
         str(path.relative_to(root)): path.read_text()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and not LEFT_BY_TOOLS & set(path.parts)
+        if path.is_file()
+    }
+
+
+def example_files() -> dict[str, str]:
+    """``example/`` as git sees it: what running its checks leaves (.venv, caches) is ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "example"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        name.removeprefix("example/"): (ROOT / name).read_text()
+        for name in sorted(listed.split("\0"))
+        if name and (ROOT / name).is_file()
     }
 
 
 def test_example_is_the_current_rendering(tmp_path: Path) -> None:
     render_example(tmp_path / "example")
-    committed, current = files(ROOT / "example"), files(tmp_path / "example")
+    committed, current = example_files(), rendered_files(tmp_path / "example")
     stale = sorted(
         name
         for name in committed.keys() | current.keys()
