@@ -364,30 +364,13 @@ def test_the_health_check_passes_while_the_start_commands_server_runs(
     assert serve.startswith("exec uvicorn "), serve
     assert "--port 8000" in serve, serve
     port = free_port()
-    server = subprocess.Popen(
-        serve.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1"),
-        shell=True,
-        cwd=container.app,
-        env=container.environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve = serve.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1")
     (healthcheck,) = final.all("HEALTHCHECK")
     check = [part.replace(":8000/", f":{port}/") for part in exec_form(healthcheck)]
-    try:
-        assert server.stderr is not None
-        log = []
-        for line in server.stderr:
-            log.append(line)
-            if "Application startup complete" in line:
-                break
-        else:
-            pytest.fail("uvicorn did not start:\n" + "".join(log))
+    with serving(serve, container.app, container.environment) as server:
         healthy = subprocess.run(check, env=container.environment, capture_output=True, timeout=30)
         assert healthy.returncode == 0, healthy.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert server.stderr is not None
     # LOG_FORMAT=json: the health check's request was logged as one JSON object.
     logged = [json.loads(line) for line in server.stderr if line.startswith("{")]
     assert [entry["route"] for entry in logged if "route" in entry] == ["/health"], logged
@@ -396,7 +379,9 @@ def test_the_health_check_passes_while_the_start_commands_server_runs(
 
 
 @contextmanager
-def serving(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[None]:
+def serving(
+    command: str, cwd: Path, environment: dict[str, str]
+) -> Iterator["subprocess.Popen[str]"]:
     """The shell ``command``'s uvicorn, from start-up complete until the block ends."""
     server = subprocess.Popen(
         command, shell=True, cwd=cwd, env=environment, stderr=subprocess.PIPE, text=True
@@ -410,7 +395,7 @@ def serving(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[No
                 break
         else:
             pytest.fail("uvicorn did not start:\n" + "".join(log))
-        yield
+        yield server
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -598,7 +598,8 @@ def serving(
 
 
 class TcpProxy:
-    """Relays each connection to ``host:port`` until told to fail as a network does.
+    """Relays each connection to the database server ``database_url`` names, until told to fail
+    as a network does; ``url`` is the same database, reached through the proxy.
 
     ``silence()`` stops the connections open now from passing anything either way, without
     closing them: no FIN, no RST, as when a host dies or its address moves. New connections
@@ -607,15 +608,19 @@ class TcpProxy:
     until ``accept()``. Use it as an async context manager; ``port`` is where it listens.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.target_port = port
+    def __init__(self, database_url: str) -> None:
+        self.database_url = make_url(database_url)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._gates: list[asyncio.Event] = []
         self._transports: list[asyncio.WriteTransport] = []
         self._relays: set[asyncio.Task[None]] = set()
         self._refusing = False
+
+    @property
+    def url(self) -> str:
+        url = self.database_url.set(host="127.0.0.1", port=self.port)
+        return url.render_as_string(hide_password=False)
 
     async def __aenter__(self) -> "TcpProxy":
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -664,7 +669,7 @@ class TcpProxy:
             return
         try:
             target_reader, target_writer = await asyncio.open_connection(
-                self.host, self.target_port
+                self.database_url.host or "127.0.0.1", self.database_url.port or 5432
             )
         except OSError:
             writer.transport.abort()

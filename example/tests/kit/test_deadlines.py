@@ -19,7 +19,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import NullPool, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from my_service import ReadsDep, SessionDep, Settings, create_app, query_budget
@@ -75,21 +74,14 @@ async def service(database_url: str, **settings: Any) -> AsyncIterator[httpx.Asy
         yield client
 
 
-def through(proxy: TcpProxy, database_url: str) -> str:
-    """``database_url``, reached through ``proxy``."""
-    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
-
-
 @pytest.mark.parametrize(("method", "path"), [("GET", "/probe/read"), ("POST", "/probe/write")])
 async def test_a_silent_database_is_a_503_at_the_deadline_and_the_pool_recovers(
     postgresql_url: str, method: str, path: str
 ) -> None:
-    server = make_url(postgresql_url)
     deadlines = {"database_pool_size": 2, "database_statement_timeout": 1.0}
     async with (
-        TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy,
-        service(through(proxy, postgresql_url), cache_notify=False, **deadlines) as client,
+        TcpProxy(postgresql_url) as proxy,
+        service(proxy.url, cache_notify=False, **deadlines) as client,
     ):
         # Two pooled connections, both idle when the network goes silent.
         answers = await asyncio.gather(*(client.get("/probe/read") for _ in range(2)))
@@ -109,10 +101,9 @@ async def test_a_silent_database_is_a_503_at_the_deadline_and_the_pool_recovers(
 async def test_a_restarting_database_is_a_503_until_it_accepts_connections_again(
     postgresql_url: str,
 ) -> None:
-    server = make_url(postgresql_url)
     async with (
-        TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy,
-        service(through(proxy, postgresql_url), cache_notify=False) as client,
+        TcpProxy(postgresql_url) as proxy,
+        service(proxy.url, cache_notify=False) as client,
     ):
         assert (await client.get("/probe/read")).status_code == 200
         proxy.refuse()

@@ -11,7 +11,6 @@ import socket
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from my_service import Settings, create_app, expect_queries
 
@@ -70,15 +69,11 @@ async def test_a_silent_database_is_not_ready_by_the_deadline_and_probes_share_o
 ) -> None:
     if app.state.engine.dialect.name != "postgresql":
         pytest.skip("a network between the service and its database is PostgreSQL's")
-    server = app.state.engine.url
-    async with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
-        url = make_url(app.state.settings.database_url.get_secret_value()).set(
-            host="127.0.0.1", port=proxy.port
-        )
+    async with TcpProxy(app.state.settings.database_url.get_secret_value()) as proxy:
         # Room in the pool for more connections, which would go through: only the one open
         # when the network goes silent hangs, so every probe must share its check.
         settings = Settings(
-            database_url=url.render_as_string(hide_password=False),
+            database_url=proxy.url,
             cache_notify=False,
             database_pool_size=5,
         )

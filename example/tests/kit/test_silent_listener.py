@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from my_service import CacheListener, Settings, create_app
 
@@ -41,12 +40,8 @@ async def test_a_silent_channel_bypasses_the_cache_until_it_answers_and_loses_no
 ) -> None:
     if app.state.engine.dialect.name != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; this runs when the suite runs on PostgreSQL")
-    server = app.state.engine.url
-    async with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
-        url = make_url(app.state.settings.database_url.get_secret_value()).set(
-            host="127.0.0.1", port=proxy.port
-        )
-        other = create_app(Settings(database_url=url.render_as_string(hide_password=False)))
+    async with TcpProxy(app.state.settings.database_url.get_secret_value()) as proxy:
+        other = create_app(Settings(database_url=proxy.url))
         async with other.router.lifespan_context(other):
             listener: CacheListener = other.state.cache_listener
             cache = other.state.cache
