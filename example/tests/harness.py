@@ -141,11 +141,16 @@ def migration_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, poolclass=NullPool)
 
 
-def upgrade_to_head(engine: AsyncEngine) -> None:
-    """Run every migration on the database of ``engine``."""
+def alembic_config(engine: AsyncEngine) -> Config:
+    """alembic.ini's configuration, to run Alembic's commands on the database of ``engine``."""
     config = Config(ALEMBIC_INI)
     config.attributes["connection"] = engine
-    command.upgrade(config, "head")
+    return config
+
+
+def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Run every migration on the database of ``engine``."""
+    command.upgrade(alembic_config(engine), "head")
 
 
 async def empty_every_table(engine: AsyncEngine) -> None:
