@@ -61,6 +61,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Annotated, Any, Literal, ParamSpec, Self, TypeVar, cast
 from urllib.parse import parse_qs
@@ -101,6 +102,7 @@ from sqlalchemy import (
     TypeDecorator,
     delete,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -172,6 +174,7 @@ __all__ = [
     "RefreshStats",
     "RequestBodyLimit",
     "RequestLogMiddleware",
+    "SchemaBehind",
     "SendDeadline",
     "ServerTimingMiddleware",
     "SessionDep",
@@ -182,6 +185,7 @@ __all__ = [
     "app",
     "budget_of",
     "build_app",
+    "check_schema",
     "configure_logging",
     "create_app",
     "create_engine",
@@ -527,6 +531,77 @@ class ReadinessCheck:
     async def _query(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(_SELECT_ONE)
+
+
+# The revisions beside the module: the schema this code was written for.
+MIGRATION_VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
+
+
+class SchemaBehind(RuntimeError):
+    """The database's schema is older than the code's migrations: the service stops."""
+
+
+async def check_schema(engine: AsyncEngine, versions: Path = MIGRATION_VERSIONS) -> None:
+    """Raise ``SchemaBehind`` unless the database is at the head of the revisions in
+    ``versions``, or past it; log a warning when past it.
+
+    A database past the code's head was migrated by a newer release, as in a rolling deploy,
+    and the older instances keep serving. An in-memory SQLite database, which starts empty
+    whoever opens it, is not checked, nor a database the service cannot reach now (the
+    readiness probe answers for that).
+    """
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return
+    known, heads = _revisions(versions)
+    if not known:
+        logger.warning("no revisions in %s: the database's schema is not checked", versions)
+        return
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(_current_revisions)
+    except DatabaseUnavailable as exc:
+        logger.warning("the database's schema is not checked: %s", exc)
+        return
+    if current - known:
+        logger.warning(
+            "the database is at revision %s, which this code does not know: a newer release "
+            "migrated it (a rolling deploy?); serving with this code's schema (%s)",
+            ", ".join(sorted(current)),
+            ", ".join(sorted(heads)),
+        )
+    elif current != heads:
+        at = ", ".join(sorted(current)) or "no revision (never migrated)"
+        raise SchemaBehind(
+            f"the database (DATABASE_URL) is at {at}, behind this code's migrations, whose "
+            f"head is {', '.join(sorted(heads))}: run `alembic upgrade head`, then start "
+            "the service again"
+        )
+
+
+# Read from the revision files' text rather than through Alembic, which start-up then
+# never imports: ``revision = "0002"`` and ``down_revision = "0001"`` (or a tuple of them).
+_REVISION = re.compile(r"^revision\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
+
+
+def _revisions(versions: Path) -> tuple[set[str], set[str]]:
+    known: set[str] = set()
+    replaced: set[str] = set()
+    for script in versions.glob("*.py"):
+        text = script.read_text()
+        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
+        if revision is not None:
+            known.add(revision.group(1))
+        if down is not None:
+            replaced.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    return known, known - replaced
+
+
+def _current_revisions(connection: Connection) -> set[str]:
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+    return {version for (version,) in rows}
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -2820,12 +2895,18 @@ def build_app(
 
     @asynccontextmanager
     async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The schema is the migrations' business (alembic upgrade head), never start-up's.
+        # The schema is the migrations' business (alembic upgrade head); start-up only checks
+        # that the database is not behind them.
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
+        try:
+            await check_schema(app.state.reads)
+        except SchemaBehind:
+            await engine.dispose()
+            raise
         # Created here, not at import: they belong to the event loop that serves the app.
         shared = settings.cache_notify and engine.dialect.name == "postgresql"
         app.state.cache = cache = AsyncTTLCache(
