@@ -533,75 +533,47 @@ class ReadinessCheck:
             await connection.execute(_SELECT_ONE)
 
 
-# The revisions beside the module: the schema this code was written for.
-MIGRATION_VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
-
-
 class SchemaBehind(RuntimeError):
-    """The database's schema is older than the code's migrations: the service stops."""
+    """The database is behind the code's migrations: the service does not start."""
 
 
-async def check_schema(engine: AsyncEngine, versions: Path = MIGRATION_VERSIONS) -> None:
-    """Raise ``SchemaBehind`` unless the database is at the head of the revisions in
-    ``versions``, or past it; log a warning when past it.
-
-    A database past the code's head was migrated by a newer release, as in a rolling deploy,
-    and the older instances keep serving. An in-memory SQLite database, which starts empty
-    whoever opens it, is not checked, nor a database the service cannot reach now (the
-    readiness probe answers for that).
-    """
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
-        return
-    known, heads = _revisions(versions)
-    if not known:
-        logger.warning("no revisions in %s: the database's schema is not checked", versions)
-        return
-    try:
-        async with engine.connect() as connection:
-            current = await connection.run_sync(_current_revisions)
-    except DatabaseUnavailable as exc:
-        logger.warning("the database's schema is not checked: %s", exc)
-        return
-    if current - known:
-        logger.warning(
-            "the database is at revision %s, which this code does not know: a newer release "
-            "migrated it (a rolling deploy?); serving with this code's schema (%s)",
-            ", ".join(sorted(current)),
-            ", ".join(sorted(heads)),
-        )
-    elif current != heads:
-        at = ", ".join(sorted(current)) or "no revision (never migrated)"
-        raise SchemaBehind(
-            f"the database (DATABASE_URL) is at {at}, behind this code's migrations, whose "
-            f"head is {', '.join(sorted(heads))}: run `alembic upgrade head`, then start "
-            "the service again"
-        )
+async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> None:
+    """Raise ``SchemaBehind`` if the database is behind the revisions in ``versions`` (by
+    default ``migrations/versions`` beside the module); warn if it is past them, as when a
+    newer release migrated it in a rolling deploy. Not checked: in-memory SQLite (it starts
+    empty for whoever opens it) and a database unreachable now (``/ready`` tells of it)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        # The files' text, read without importing Alembic: revision: str = "0002",
+        # down_revision: str | None = "0001" (or a tuple of revisions).
+        texts = [script.read_text() for script in (versions or _VERSIONS).glob("*.py")]
+        known = {name for text in texts for name in _REVISION.findall(text)}
+        downs = " ".join(down for text in texts for down in _DOWN.findall(text))
+        replaced = set(_QUOTED.findall(downs))
+        try:
+            async with engine.connect() as connection:
+                current = await connection.run_sync(_recorded_revisions)
+        except DatabaseUnavailable as exc:
+            logger.warning("the database's schema is not checked: %s", exc)
+            current = known - replaced
+        heads, at = known - replaced, ", ".join(sorted(current)) or "no revision: never migrated"
+        if current - known:
+            logger.warning("the database is at revision %s, which this code does not know", at)
+        elif current != heads:
+            behind = f"the database (DATABASE_URL) is at {at}, behind this code's migrations"
+            raise SchemaBehind(f"{behind} ({', '.join(sorted(heads))}): run `alembic upgrade head`")
 
 
-# Read from the revision files' text rather than through Alembic, which start-up then
-# never imports: ``revision = "0002"`` and ``down_revision = "0001"`` (or a tuple of them).
+_VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
 _REVISION = re.compile(r"^revision\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
-_DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
-def _revisions(versions: Path) -> tuple[set[str], set[str]]:
-    known: set[str] = set()
-    replaced: set[str] = set()
-    for script in versions.glob("*.py"):
-        text = script.read_text()
-        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
-        if revision is not None:
-            known.add(revision.group(1))
-        if down is not None:
-            replaced.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
-    return known, known - replaced
-
-
-def _current_revisions(connection: Connection) -> set[str]:
+def _recorded_revisions(connection: Connection) -> set[str]:
     if not inspect(connection).has_table("alembic_version"):
         return set()
-    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-    return {version for (version,) in rows}
+    return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
