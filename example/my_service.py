@@ -61,6 +61,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Annotated, Any, Literal, ParamSpec, Self, TypeVar, cast
 from urllib.parse import parse_qs
@@ -101,6 +102,7 @@ from sqlalchemy import (
     TypeDecorator,
     delete,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -172,6 +174,7 @@ __all__ = [
     "RefreshStats",
     "RequestBodyLimit",
     "RequestLogMiddleware",
+    "SchemaBehind",
     "SendDeadline",
     "ServerTimingMiddleware",
     "SessionDep",
@@ -182,6 +185,7 @@ __all__ = [
     "app",
     "budget_of",
     "build_app",
+    "check_schema",
     "configure_logging",
     "create_app",
     "create_engine",
@@ -527,6 +531,49 @@ class ReadinessCheck:
     async def _query(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(_SELECT_ONE)
+
+
+class SchemaBehind(RuntimeError):
+    """The database is behind the code's migrations: the service does not start."""
+
+
+async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> None:
+    """Raise ``SchemaBehind`` if the database is behind the revisions in ``versions`` (by
+    default ``migrations/versions`` beside the module); warn if it is past them, as when a
+    newer release migrated it in a rolling deploy. Not checked: in-memory SQLite (it starts
+    empty for whoever opens it) and a database unreachable now (``/ready`` tells of it)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        # The files' text, read without importing Alembic: revision: str = "0002",
+        # down_revision: str | None = "0001" (or a tuple of revisions).
+        texts = [script.read_text() for script in (versions or _VERSIONS).glob("*.py")]
+        known = {name for text in texts for name in _REVISION.findall(text)}
+        downs = " ".join(down for text in texts for down in _DOWN.findall(text))
+        replaced = set(_QUOTED.findall(downs))
+        try:
+            async with engine.connect() as connection:
+                current = await connection.run_sync(_recorded_revisions)
+        except DatabaseUnavailable as exc:
+            logger.warning("the database's schema is not checked: %s", exc)
+            current = known - replaced
+        heads, at = known - replaced, ", ".join(sorted(current)) or "no revision: never migrated"
+        if current - known:
+            logger.warning("the database is at revision %s, which this code does not know", at)
+        elif current != heads:
+            behind = f"the database (DATABASE_URL) is at {at}, behind this code's migrations"
+            raise SchemaBehind(f"{behind} ({', '.join(sorted(heads))}): run `alembic upgrade head`")
+
+
+_VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
+_REVISION = re.compile(r"^revision\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
+
+
+def _recorded_revisions(connection: Connection) -> set[str]:
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -2820,12 +2867,18 @@ def build_app(
 
     @asynccontextmanager
     async def kit_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The schema is the migrations' business (alembic upgrade head), never start-up's.
+        # The schema is the migrations' business (alembic upgrade head); start-up only checks
+        # that the database is not behind them.
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
+        try:
+            await check_schema(app.state.reads)
+        except SchemaBehind:
+            await engine.dispose()
+            raise
         # Created here, not at import: they belong to the event loop that serves the app.
         shared = settings.cache_notify and engine.dialect.name == "postgresql"
         app.state.cache = cache = AsyncTTLCache(

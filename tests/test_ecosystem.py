@@ -130,11 +130,30 @@ def test_pre_commit_hooks_are_local_and_run_from_the_projects_environment(projec
     hooks = [hook for repository in config["repos"] for hook in repository["hooks"]]
     assert [repository["repo"] for repository in config["repos"]] == ["local"]
     assert {hook["language"] for hook in hooks} <= {"system", "unsupported"}
-    assert [hook["entry"].split()[0] for hook in hooks] == ["ruff", "ruff", "mypy"]
+    tools = [".venv/bin/ruff", ".venv/bin/ruff", ".venv/bin/mypy"]
+    assert [hook["entry"].split()[0] for hook in hooks] == tools
     assert tool("pre-commit", "validate-config", cwd=project).returncode == 0
 
 
 RUN_ALL_HOOKS = ("run", "--all-files", "--color=never")
+
+
+def run_all_hooks(repository: Path) -> subprocess.CompletedProcess[str]:
+    """Run every hook as a commit from an IDE does: the environment is not activated, so
+    nothing of it is on PATH.
+    """
+    path = os.pathsep.join(
+        entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != ENVIRONMENT_BIN
+    )
+    variables = {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+    return subprocess.run(
+        [str(ENVIRONMENT_BIN / "pre-commit"), *RUN_ALL_HOOKS],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**variables, "PATH": path},
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,9 @@ class Repository:
 def repository(default_project: Path, tmp_path: Path) -> Repository:
     path = tmp_path / "project"
     shutil.copytree(default_project, path)
+    # The project's environment where the README makes it, .venv (ignored by git).
+    (path / ".venv").mkdir()
+    (path / ".venv" / "bin").symlink_to(ENVIRONMENT_BIN, target_is_directory=True)
     repository = Repository(path)
     repository.git("init", "--quiet")
     repository.git("add", "--all")
@@ -164,7 +186,7 @@ def repository(default_project: Path, tmp_path: Path) -> Repository:
 
 
 def test_every_pre_commit_hook_passes_on_a_fresh_rendering(repository: Repository) -> None:
-    result = tool("pre-commit", *RUN_ALL_HOOKS, cwd=repository.path)
+    result = run_all_hooks(repository.path)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("ruff check", "ruff format", "mypy"):
         assert re.search(rf"^{name}\.+Passed$", result.stdout, re.MULTILINE), result.stdout
@@ -173,7 +195,7 @@ def test_every_pre_commit_hook_passes_on_a_fresh_rendering(repository: Repositor
 def test_the_pre_commit_hooks_stop_a_badly_typed_unformatted_file(repository: Repository) -> None:
     (repository.path / "careless.py").write_text('import os\ncount: int = "one"\n')
     repository.git("add", "careless.py")
-    result = tool("pre-commit", *RUN_ALL_HOOKS, cwd=repository.path)
+    result = run_all_hooks(repository.path)
     assert result.returncode == 1, result.stdout + result.stderr
     for name in ("ruff check", "mypy"):
         assert re.search(rf"^{name}\.+Failed$", result.stdout, re.MULTILINE), result.stdout

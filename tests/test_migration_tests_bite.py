@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import run
 
-INDEX_IN_0001 = '    op.create_index("ix_itemtaglink_tag_id", "itemtaglink", ["tag_id"])\n'
+INDEX_IN_0001 = '    operations.create_index("ix_itemtaglink_tag_id", "itemtaglink", ["tag_id"])\n'
 PRICE_COLUMN = "    price_cents: NonNegativeInt4\n"
 PRICE_AND_SKU_COLUMNS = PRICE_COLUMN + '    sku: str = Field(default="", max_length=20)\n'
 SCHEMA_TEST = (

@@ -1,6 +1,9 @@
 """Every rendering in the matrix is lint, format and type clean, and its suite passes."""
 
 import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +93,91 @@ def test_generated_suite_passes_on_postgresql(project: Path) -> None:
     for line in MIGRATION_TESTS_PASSED:
         assert line in result.stdout, result.stdout
     assert "database: throwaway databases on postgresql+asyncpg://" in result.stdout
+
+
+# --- First steps, as the README and Copier's message print them --------------------------
+
+STARTS = """
+import asyncio
+
+from {module} import Settings, create_app
+
+
+async def main() -> None:
+    app = create_app(Settings())
+    async with app.router.lifespan_context(app):
+        print("started")
+
+
+asyncio.run(main())
+"""
+
+
+def first_steps(project: Path) -> list[str]:
+    """The README's "Run" commands after the install, in order, without the server."""
+    readme = (project / "README.md").read_text()
+    found = re.search(r"^## Run\n\n```sh\n(.*?)\n```", readme, re.S | re.M)
+    assert found, "README.md has no ```sh block under ## Run"
+    install, *steps = found.group(1).splitlines()
+    assert "pip install -e . --group dev" in install, install
+    assert steps[-1].startswith(".venv/bin/uvicorn "), steps
+    return steps[:-1]
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_the_readmes_first_steps_work_as_written_and_the_service_starts(
+    template: Path, tmp_path: Path, database: str
+) -> None:
+    # A module name of its own, so the PostgreSQL database the steps create is new.
+    name = f"first steps {uuid.uuid4().hex[:8]}"
+    project = render(template, tmp_path / "project", project_name=name, database=database)
+    module = name.replace(" ", "_")
+    # This environment, where the install command would have made one.
+    (project / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    steps = first_steps(project)
+    if database == "postgresql":
+        assert steps[0] == f"createdb -h 127.0.0.1 -U postgres {module}", steps
+    try:
+        for step in steps:
+            result = subprocess.run(
+                ["bash", "-c", step], cwd=project, capture_output=True, text=True, check=False
+            )
+            assert result.returncode == 0, f"$ {step}\n{result.stdout}{result.stderr}"
+        (project / "start_once.py").write_text(STARTS.format(module=module))
+        started = run(["start_once"], project)
+        assert started.stdout.strip() == "started", started.stdout + started.stderr
+    finally:
+        if database == "postgresql":
+            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", module])
+
+
+def test_copiers_message_after_copy_gives_the_readmes_first_steps(
+    template: Path, tmp_path: Path
+) -> None:
+    destination = tmp_path / "project"
+    copied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "copier",
+            "copy",
+            "--defaults",
+            "--data",
+            "database=postgresql",
+            str(template),
+            str(destination),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert copied.returncode == 0, copied.stderr
+    shown = [
+        line.split("  #")[0].strip()
+        for line in (copied.stdout + copied.stderr).splitlines()
+        if line.startswith("  ")  # Copier prints the commands indented
+    ]
+    steps = first_steps(destination)
+    assert [line for line in shown if line in steps] == steps, shown

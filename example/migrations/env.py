@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, TypeDecorator
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
@@ -41,6 +44,23 @@ def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
+def number_the_revision(
+    migration: MigrationContext, revision: object, directives: list[MigrationScript]
+) -> None:
+    """Number a new revision after the last one: 0003 after 0002, in its id and file name.
+
+    ``alembic revision`` would name it with a random id (``19d9ba4d221d``); numbers keep
+    the files in the order they apply. ``file_template`` in alembic.ini names the file
+    after the id.
+    """
+    scripts = ScriptDirectory.from_config(config)
+    numbers = [
+        int(script.revision) for script in scripts.walk_revisions() if script.revision.isdigit()
+    ]
+    for directive in directives:
+        directive.rev_id = f"{max(numbers, default=0) + 1:04d}"
+
+
 def run_migrations(connection: Connection) -> None:
     """Run the migrations on ``connection`` and commit them."""
     sqlite = connection.dialect.name == "sqlite"
@@ -57,6 +77,7 @@ def run_migrations(connection: Connection) -> None:
             render_as_batch=sqlite,
             compare_type=True,
             render_item=render_item,
+            process_revision_directives=number_the_revision,
         )
         with context.begin_transaction():
             if not sqlite:
@@ -118,6 +139,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=url.startswith("sqlite"),
+        process_revision_directives=number_the_revision,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -33,6 +33,7 @@ from tests.harness import (
     empty_database,
     empty_every_table,
     migration_engine,
+    sqlite_file_at_head,
     throwaway_database,
     upgrade_to_head,
 )
@@ -121,7 +122,7 @@ async def app(database_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
     if database_server() is None:
         # A SQLite file of the test's own: the service's background work may write while the
         # test does, and an in-memory database has a single connection for both.
-        database_url = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+        database_url = sqlite_file_at_head(tmp_path / "service.db")
     app = create_app(Settings(database_url=database_url))
     async with app.router.lifespan_context(app):
         await empty_every_table(app.state.engine)

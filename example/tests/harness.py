@@ -6,6 +6,7 @@ Import from here (``from tests.harness import ...``); ``conftest.py`` holds the 
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -25,6 +26,8 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
 from polyfactory.factories.pydantic_factory import ModelFactory
@@ -141,18 +144,45 @@ def migration_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, poolclass=NullPool)
 
 
-def upgrade_to_head(engine: AsyncEngine) -> None:
-    """Run every migration on the database of ``engine``."""
+def alembic_config(engine: AsyncEngine) -> Config:
+    """alembic.ini's configuration, to run Alembic's commands on the database of ``engine``."""
     config = Config(ALEMBIC_INI)
     config.attributes["connection"] = engine
-    command.upgrade(config, "head")
+    return config
+
+
+def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Run every migration on the database of ``engine``."""
+    command.upgrade(alembic_config(engine), "head")
+
+
+def sqlite_file_at_head(path: Path) -> str:
+    """A new SQLite file at ``path`` with the schema, recorded at the migrations' head, and no
+    rows; its URL, for a service to start on (it refuses a database behind the migrations).
+    """
+    # create_all is far quicker than running every revision, and builds the same schema
+    # (test_migrations proves it); the stamp records it as the migrations' head.
+    engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            SQLModel.metadata.create_all(connection)
+            MigrationContext.configure(connection).stamp(_scripts(), "head")
+    finally:
+        engine.dispose()
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(Config(ALEMBIC_INI))
 
 
 async def empty_every_table(engine: AsyncEngine) -> None:
     """Make the database of ``engine`` hold the schema and no rows."""
-    # A new SQLite database starts empty, and create_all is the quickest way to its schema
-    # (the migration tests prove it is the migrations' schema). The PostgreSQL database was
-    # migrated once for the session: emptying its tables is far quicker than a new one.
+    # An in-memory SQLite database starts empty, and create_all is the quickest way to its
+    # schema (the migration tests prove it is the migrations' schema); on a file made by
+    # sqlite_file_at_head it finds every table there. The PostgreSQL database was migrated
+    # once for the session: emptying its tables is far quicker than a new one.
     async with engine.begin() as connection:
         if engine.dialect.name != "postgresql":
             await connection.run_sync(SQLModel.metadata.create_all)
@@ -555,16 +585,20 @@ def serving(
     """Run the app module ``source``, written to ``directory``, under uvicorn on a free port
     of 127.0.0.1 with these settings, until the block ends; the port.
 
-    The server's database is a SQLite file in ``directory`` unless ``settings`` name one.
+    The server's database is a SQLite file in ``directory`` at the migrations' head, unless
+    ``settings`` name one.
     """
     (directory / "served_app.py").write_text(source)
+    # Beside the module, as in the project: the service checks its database against them.
+    (directory / "migrations").symlink_to(ALEMBIC_INI.parent / "migrations")
     port = free_port()
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(directory), str(Path.cwd())]),
-        "DATABASE_URL": f"sqlite+aiosqlite:///{directory / 'served.db'}",
         **settings,
     }
+    if "DATABASE_URL" not in settings:
+        environment["DATABASE_URL"] = sqlite_file_at_head(directory / "served.db")
     command = [sys.executable, "-m", "uvicorn", "served_app:app", "--port", str(port), *options]
     process = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--no-access-log"],

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from my_service import ReadsDep, SessionDep, Settings, create_app, query_budget
 
-from tests.harness import TcpProxy
+from tests.harness import TcpProxy, sqlite_file_at_head
 
 UNAVAILABLE = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
 
@@ -154,7 +154,7 @@ def closed_port() -> int:
 
 async def test_a_sqlite_writer_past_the_busy_timeout_gets_503(tmp_path: Path) -> None:
     database = tmp_path / "busy.db"
-    async with service(f"sqlite+aiosqlite:///{database}", database_pool_timeout=0.1) as client:
+    async with service(sqlite_file_at_head(database), database_pool_timeout=0.1) as client:
         assert (await client.get("/probe/read")).status_code == 200  # the file, in WAL mode
         holder = sqlite3.connect(database, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
@@ -170,7 +170,7 @@ async def test_a_sqlite_writer_past_the_busy_timeout_gets_503(tmp_path: Path) ->
 
 
 async def test_sqlites_busy_timeout_is_the_pool_timeout(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
+    url = sqlite_file_at_head(tmp_path / "busy.db")
     app = create_app(Settings(database_url=url, database_pool_timeout=0.25))
     async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
         busy_timeout = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()

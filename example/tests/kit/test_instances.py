@@ -29,6 +29,8 @@ from my_service import (
     expect_queries,
 )
 
+from tests.harness import sqlite_file_at_head
+
 
 @pytest.fixture
 def postgresql_app(app: FastAPI) -> FastAPI:
@@ -250,7 +252,7 @@ async def test_keys_sent_to_other_processes_must_be_str_or_int(app: FastAPI) -> 
 async def test_on_sqlite_each_worker_keeps_its_own_cache_until_the_ttl(tmp_path: Path) -> None:
     # Two instances on one SQLite file, as `uvicorn --workers 2` runs them: no channel
     # between them, so a write drops the writer's entries at once and the other's at expiry.
-    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    url = sqlite_file_at_head(tmp_path / "shared.db")
     writer, other = create_app(Settings(database_url=url)), create_app(Settings(database_url=url))
     async with writer.router.lifespan_context(writer), other.router.lifespan_context(other):
         assert writer.state.cache_listener is None

@@ -5,9 +5,11 @@ Each test starts from an empty database of its own, on the database the suite ru
 """
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
+from alembic import command
 from pytest_alembic import MigrationContext
 from pytest_alembic.plugin.error import AlembicTestFailure
 from pytest_alembic.tests import test_model_definitions_match_ddl as models_match_ddl
@@ -19,7 +21,13 @@ from pytest_alembic.tests import (
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-from tests.harness import empty_database, migration_engine, upgrade_to_head
+from tests.harness import (
+    ALEMBIC_INI,
+    alembic_config,
+    empty_database,
+    migration_engine,
+    upgrade_to_head,
+)
 
 # Collected from pytest-alembic: one line of history, an empty database upgrades to head,
 # and every revision downgrades and upgrades again.
@@ -133,3 +141,18 @@ def test_upgrading_to_head_builds_what_the_models_would_create(tmp_path: Path) -
         "partial index's WHERE): write them into the revision by hand, for instance with "
         'op.batch_alter_table(..., recreate="always", table_kwargs={...}).'
     )
+
+
+def test_a_new_revision_is_numbered_after_the_last(tmp_path: Path) -> None:
+    # In a copy of the migrations: the project's own stay as they are.
+    migrations = tmp_path / "migrations"
+    shutil.copytree(ALEMBIC_INI.parent / "migrations", migrations)
+    numbers = [int(path.name[:4]) for path in (migrations / "versions").glob("[0-9]*.py")]
+    expected = f"{max(numbers) + 1:04d}"
+    with empty_database(tmp_path, "revision") as url:
+        config = alembic_config(migration_engine(url))
+        config.set_main_option("script_location", str(migrations))
+        command.revision(config, message="add comments")
+    written = migrations / "versions" / f"{expected}_add_comments.py"
+    assert written.is_file(), sorted(path.name for path in (migrations / "versions").iterdir())
+    assert f'revision: str = "{expected}"' in written.read_text()
