@@ -3107,6 +3107,18 @@ class ItemUpdate(PartialUpdate):
     tag_ids: Annotated[list[Id], Field(max_length=20)] | None = None
 
 
+# A batch is one transaction and four statements whatever its size; its bound keeps one
+# request's work, locks and answer bounded (a batch's rows are inserted by one statement up
+# to SQLAlchemy's 1,000 rows per INSERT).
+MAX_BATCH_ITEMS = 1000
+
+
+class ItemBatch(SQLModel):
+    """The body of ``POST /items/batch``: the items to create, all or none."""
+
+    items: list[ItemCreate] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
 class ItemRead(SQLModel):
     """An item with its owner and tags (in id order), as the API returns it."""
 
@@ -3150,6 +3162,12 @@ class ItemPage(SQLModel):
 
     items: list[ItemRead]
     next_after: int | None
+
+
+class ItemBatchRead(SQLModel):
+    """The items a batch created, in the order they were sent."""
+
+    items: list[ItemRead]
 
 
 # --- Routes -----------------------------------------------------------------------------
@@ -3307,6 +3325,15 @@ _TAGS_BY_ID_ANY = _TAG_ROWS.where(
 _TAGS_BY_ID_IN = _TAG_ROWS.where(col(Tag.id).in_(sa.bindparam("tag_ids", expanding=True))).order_by(
     col(Tag.id)
 )
+# A batch's statements: its owners in one statement, its rows in one (several VALUES rows),
+# its links in one. A statement's rows take their ids in the order of its VALUES, so the
+# ids, sorted, are the rows' in the order sent (SQLAlchemy's sort_by_parameter_order would
+# insert row by row on SQLite, whose keys give it no order to sort by).
+_OWNERS_BY_ID_ANY = _OWNER_ROWS.where(
+    col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger)))
+)
+_OWNERS_BY_ID_IN = _OWNER_ROWS.where(col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True)))
+_INSERT_ITEMS = sa.insert(Item).returning(col(Item.id))
 _DELETE_ITEM = (
     sa.delete(Item).where(col(Item.id) == sa.bindparam("item_id")).returning(col(Item.owner_id))
 )
@@ -3528,6 +3555,70 @@ async def create_item(
     owner = {"id": body.owner_id, "name": rows[0].name}
     item = {"id": item_id, **fields, "created_at": created_at, "owner": owner, "tags": tags}
     return json_response(_item_answer(item), status.HTTP_201_CREATED)
+
+
+@router.post(
+    "/items/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemBatchRead,
+    responses=error_responses(413),
+)
+@query_budget(4)
+async def create_items(
+    body: ItemBatch, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+) -> Response:
+    """Create up to ``MAX_BATCH_ITEMS`` items in one transaction: all of them, or none.
+
+    Four statements whatever the batch's size: its owners read, its tags read, its items
+    inserted, their tag links inserted. An unknown owner or tag is a 422 naming each row
+    that has one, and nothing is written. ``MAX_BODY_BYTES`` bounds the body as well (1 MiB
+    by default: a thousand items of up to a kilobyte each).
+    """
+    connection = await session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    owner_ids = sorted({item.owner_id for item in body.items})
+    read_owners = _OWNERS_BY_ID_ANY if postgresql else _OWNERS_BY_ID_IN
+    owner_rows = await connection.execute(read_owners, {"owner_ids": owner_ids})
+    owners = {row.id: row._asdict() for row in owner_rows}
+    tag_ids = sorted({tag_id for item in body.items for tag_id in item.tag_ids})
+    tags: dict[int, dict[str, Any]] = {}
+    if tag_ids:
+        read_tags = _TAGS_BY_ID_ANY if postgresql else _TAGS_BY_ID_IN
+        tag_rows = await connection.execute(read_tags, {"tag_ids": tag_ids})
+        tags = {row.id: row._asdict() for row in tag_rows}
+    errors = list(_unknown_in_batch(body.items, owners, tags))
+    if errors:
+        raise RequestValidationError(errors)
+    created_at = _utcnow()
+    rows = [
+        {**item.model_dump(exclude={"tag_ids"}), "created_at": created_at} for item in body.items
+    ]
+    ids = (await connection.execute(_INSERT_ITEMS, rows)).scalars()
+    inserted = sorted(cast(Iterator[int], ids))
+    links = [
+        {"item_id": item_id, "tag_id": tag_id}
+        for item_id, item in zip(inserted, body.items, strict=True)
+        for tag_id in sorted(set(item.tag_ids))
+    ]
+    if links:
+        await connection.execute(_INSERT_LINKS, links)
+    for item_id in inserted:
+        cache.invalidate_on_commit(session, "item", item_id)
+    await session.commit()
+    for owner_id in owners:
+        summaries.mark(owner_id)
+    answers = [
+        _item_answer(
+            {
+                "id": item_id,
+                **row,
+                "owner": owners[item.owner_id],
+                "tags": [tags[tag_id] for tag_id in sorted(set(item.tag_ids))],
+            }
+        )
+        for item_id, row, item in zip(inserted, rows, body.items, strict=True)
+    ]
+    return json_response({"items": answers}, status.HTTP_201_CREATED)
 
 
 # A miss is cached briefly too, so a flood of requests for a missing item stays off the database.
@@ -3770,6 +3861,20 @@ async def _tags_by_id(
     if len(tags) < len(tag_ids):
         raise _unknown_tags(loc, tag_ids, tags)
     return tags
+
+
+def _unknown_in_batch(
+    items: Sequence[ItemCreate], owners: dict[int, Any], tags: dict[int, Any]
+) -> Iterator[dict[str, Any]]:
+    # One error per row with an unknown owner or tags, located as FastAPI locates its own.
+    for index, item in enumerate(items):
+        if item.owner_id not in owners:
+            loc = ("body", "items", index, "owner_id")
+            yield _unknown_owner(loc, item.owner_id).errors()[0]
+        missing = sorted(set(item.tag_ids) - tags.keys())
+        if missing:
+            loc = ("body", "items", index, "tag_ids")
+            yield _unknown_tags(loc, missing, []).errors()[0]
 
 
 def _unknown_owner(loc: Sequence[str | int], owner_id: int) -> RequestValidationError:
