@@ -3235,6 +3235,12 @@ class ItemRead(SQLModel):
     tags: list[TagRead]
 
 
+class ItemBatchRead(SQLModel):
+    """The items a batch created, in the order they were sent."""
+
+    items: list[ItemRead]
+
+
 class OwnerSummary(SQLModel, table=True):
     """An owner's live items counted and their prices summed, refreshed after writes.
 
@@ -3265,12 +3271,6 @@ class ItemPage(SQLModel):
 
     items: list[ItemRead]
     next_after: int | None
-
-
-class ItemBatchRead(SQLModel):
-    """The items a batch created, in the order they were sent."""
-
-    items: list[ItemRead]
 
 
 # --- Routes -----------------------------------------------------------------------------
