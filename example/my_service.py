@@ -120,7 +120,7 @@ from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
-from sqlmodel import Field, Relationship, SQLModel, col
+from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import State
 from starlette.middleware import Middleware
@@ -1392,140 +1392,6 @@ class _PendingInvalidations:
             self.cache.invalidate(namespace, key)
 
 
-@dataclass
-class SenderStats:
-    """What an ``InvalidationSender`` did: notices sent, keys in them, failed attempts."""
-
-    notices: int = 0
-    keys: int = 0
-    failures: int = 0
-
-
-class InvalidationSender:
-    """Sends the keys of committed writes to the other processes, many writes per notice.
-
-    ``send(keys)`` returns at once a future that is done when a notice with those keys went
-    out. One notice is under way at a time; the keys of writes that commit meanwhile wait
-    and go out together in the next, so the batches grow with the write rate and a lone
-    write waits for nothing but its own notice. A notice the database refuses is tried
-    ``attempts`` times; then its keys are given up (the other processes' TTL bounds how long
-    they serve those entries) and logged.
-    """
-
-    def __init__(self, cache: AsyncTTLCache, engine: AsyncEngine, *, attempts: int = 3) -> None:
-        if cache.channel is None:
-            raise ValueError("the cache has no channel to send on")
-        self.cache = cache
-        self.channel = cache.channel
-        # AUTOCOMMIT: the notice is a transaction of its own, delivered as it is sent.
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.attempts = attempts
-        self.stats = SenderStats()
-        self._keys: set[tuple[str, Hashable]] = set()
-        self._next: asyncio.Future[None] | None = None
-        self._sending: asyncio.Task[None] | None = None
-
-    def send(self, keys: Iterable[tuple[str, Hashable]]) -> "asyncio.Future[None]":
-        """Queue ``keys`` for the next notice; the future is done once it went out."""
-        self._keys.update(keys)
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        sent = self._next
-        if self._sending is None:
-            # A context of its own: the notices are no request's work, whichever started them.
-            self._sending = asyncio.create_task(self._send_batches(), context=Context())
-        return sent
-
-    async def _send_batches(self) -> None:
-        try:
-            while self._next is not None:
-                keys, sent = self._keys, self._next
-                self._keys, self._next = set(), None
-                await self._notify(keys)
-                sent.set_result(None)
-        finally:
-            self._sending = None
-            if self._next is not None and not self._next.done():
-                # Cancelled (the app stopping): nobody waits for a notice that will not go.
-                self._next.set_result(None)
-
-    async def _notify(self, keys: set[tuple[str, Hashable]]) -> None:
-        parameters = {"channel": self.channel, "payload": _payload(self.cache.origin, keys)}
-        for attempt in range(self.attempts):
-            try:
-                async with self.engine.connect() as connection:
-                    await connection.execute(_NOTIFY, parameters, execution_options=_NOTICE_OPTIONS)
-            except Exception as exc:
-                self.stats.failures += 1
-                if attempt + 1 == self.attempts:
-                    logger.error(
-                        "cache: could not send %d invalidations (%r); other processes keep "
-                        "those entries until CACHE_TTL_SECONDS runs out",
-                        len(keys),
-                        exc,
-                    )
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
-            else:
-                self.stats.notices += 1
-                self.stats.keys += len(keys)
-                return
-
-
-def _payload(origin: str, keys: set[tuple[str, Hashable]]) -> str:
-    payload = to_json({"origin": origin, "keys": list(keys), "namespaces": []})
-    if len(payload) > _MAX_PAYLOAD_BYTES:
-        # Too many keys for one notice: drop their namespaces whole instead.
-        namespaces = list({namespace for namespace, _ in keys})
-        payload = to_json({"origin": origin, "keys": [], "namespaces": namespaces})
-    return payload.decode()
-
-
-# One sender per cache (so per app and event loop), made by its first commit with keys.
-_SENDERS: "weakref.WeakKeyDictionary[AsyncTTLCache, InvalidationSender]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def invalidation_sender(cache: AsyncTTLCache) -> InvalidationSender | None:
-    """The sender of ``cache``'s invalidations, once a commit with keys has made it."""
-    return _SENDERS.get(cache)
-
-
-@event.listens_for(SyncSession, "after_commit")
-def _apply_invalidations(session: SyncSession) -> None:
-    # A savepoint released is not the end of the transaction: wait for the real commit.
-    if session.in_nested_transaction():
-        return
-    pending: _PendingInvalidations | None = session.info.pop(_PENDING_INVALIDATIONS, None)
-    if pending is None:
-        return
-    pending.apply()
-    if pending.cache.channel is not None and pending.keys:
-        sender = _SENDERS.get(pending.cache)
-        if sender is None:
-            engine = AsyncEngine(cast(Engine, session.get_bind()))
-            sender = _SENDERS[pending.cache] = InvalidationSender(pending.cache, engine)
-        session.info[_SENDING_INVALIDATIONS] = sender.send(pending.keys)
-
-
-@event.listens_for(SyncSession, "after_transaction_end")
-def _forget_invalidations(session: SyncSession, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None:
-        return
-    # Rolled back or closed without a commit: nothing to drop, and nothing is sent.
-    session.info.pop(_PENDING_INVALIDATIONS, None)
-    sent: asyncio.Future[None] | None = session.info.pop(_SENDING_INVALIDATIONS, None)
-    if sent is not None:
-        # Committed: wait for the notice, after the session gave its connection back (the
-        # sender may need one from the same pool). The commit returns once it went out, so
-        # the write is not acknowledged before the other processes were told. Shielded: a
-        # request that goes away does not cancel the other writes' notice.
-        started = time.perf_counter()
-        await_only(asyncio.shield(sent))
-        note_timing("notify", time.perf_counter() - started)
-
-
 class CacheListener:
     """Applies the invalidations that other processes send to ``cache.channel``.
 
@@ -1678,6 +1544,140 @@ class CacheListener:
     def _notify_change(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+@dataclass
+class SenderStats:
+    """What an ``InvalidationSender`` did: notices sent, keys in them, failed attempts."""
+
+    notices: int = 0
+    keys: int = 0
+    failures: int = 0
+
+
+class InvalidationSender:
+    """Sends the keys of committed writes to the other processes, many writes per notice.
+
+    ``send(keys)`` returns at once a future that is done when a notice with those keys went
+    out. One notice is under way at a time; the keys of writes that commit meanwhile wait
+    and go out together in the next, so the batches grow with the write rate and a lone
+    write waits for nothing but its own notice. A notice the database refuses is tried
+    ``attempts`` times; then its keys are given up (the other processes' TTL bounds how long
+    they serve those entries) and logged.
+    """
+
+    def __init__(self, cache: AsyncTTLCache, engine: AsyncEngine, *, attempts: int = 3) -> None:
+        if cache.channel is None:
+            raise ValueError("the cache has no channel to send on")
+        self.cache = cache
+        self.channel = cache.channel
+        # AUTOCOMMIT: the notice is a transaction of its own, delivered as it is sent.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.attempts = attempts
+        self.stats = SenderStats()
+        self._keys: set[tuple[str, Hashable]] = set()
+        self._next: asyncio.Future[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
+
+    def send(self, keys: Iterable[tuple[str, Hashable]]) -> "asyncio.Future[None]":
+        """Queue ``keys`` for the next notice; the future is done once it went out."""
+        self._keys.update(keys)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        sent = self._next
+        if self._sending is None:
+            # A context of its own: the notices are no request's work, whichever started them.
+            self._sending = asyncio.create_task(self._send_batches(), context=Context())
+        return sent
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._next is not None:
+                keys, sent = self._keys, self._next
+                self._keys, self._next = set(), None
+                await self._notify(keys)
+                sent.set_result(None)
+        finally:
+            self._sending = None
+            if self._next is not None and not self._next.done():
+                # Cancelled (the app stopping): nobody waits for a notice that will not go.
+                self._next.set_result(None)
+
+    async def _notify(self, keys: set[tuple[str, Hashable]]) -> None:
+        parameters = {"channel": self.channel, "payload": _payload(self.cache.origin, keys)}
+        for attempt in range(self.attempts):
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.execute(_NOTIFY, parameters, execution_options=_NOTICE_OPTIONS)
+            except Exception as exc:
+                self.stats.failures += 1
+                if attempt + 1 == self.attempts:
+                    logger.error(
+                        "cache: could not send %d invalidations (%r); other processes keep "
+                        "those entries until CACHE_TTL_SECONDS runs out",
+                        len(keys),
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
+            else:
+                self.stats.notices += 1
+                self.stats.keys += len(keys)
+                return
+
+
+def _payload(origin: str, keys: set[tuple[str, Hashable]]) -> str:
+    payload = to_json({"origin": origin, "keys": list(keys), "namespaces": []})
+    if len(payload) > _MAX_PAYLOAD_BYTES:
+        # Too many keys for one notice: drop their namespaces whole instead.
+        namespaces = list({namespace for namespace, _ in keys})
+        payload = to_json({"origin": origin, "keys": [], "namespaces": namespaces})
+    return payload.decode()
+
+
+# One sender per cache (so per app and event loop), made by its first commit with keys.
+_SENDERS: "weakref.WeakKeyDictionary[AsyncTTLCache, InvalidationSender]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def invalidation_sender(cache: AsyncTTLCache) -> InvalidationSender | None:
+    """The sender of ``cache``'s invalidations, once a commit with keys has made it."""
+    return _SENDERS.get(cache)
+
+
+@event.listens_for(SyncSession, "after_commit")
+def _apply_invalidations(session: SyncSession) -> None:
+    # A savepoint released is not the end of the transaction: wait for the real commit.
+    if session.in_nested_transaction():
+        return
+    pending: _PendingInvalidations | None = session.info.pop(_PENDING_INVALIDATIONS, None)
+    if pending is None:
+        return
+    pending.apply()
+    if pending.cache.channel is not None and pending.keys:
+        sender = _SENDERS.get(pending.cache)
+        if sender is None:
+            engine = AsyncEngine(cast(Engine, session.get_bind()))
+            sender = _SENDERS[pending.cache] = InvalidationSender(pending.cache, engine)
+        session.info[_SENDING_INVALIDATIONS] = sender.send(pending.keys)
+
+
+@event.listens_for(SyncSession, "after_transaction_end")
+def _forget_invalidations(session: SyncSession, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
+    # Rolled back or closed without a commit: nothing to drop, and nothing is sent.
+    session.info.pop(_PENDING_INVALIDATIONS, None)
+    sent: asyncio.Future[None] | None = session.info.pop(_SENDING_INVALIDATIONS, None)
+    if sent is not None:
+        # Committed: wait for the notice, after the session gave its connection back (the
+        # sender may need one from the same pool). The commit returns once it went out, so
+        # the write is not acknowledged before the other processes were told. Shielded: a
+        # request that goes away does not cancel the other writes' notice.
+        started = time.perf_counter()
+        await_only(asyncio.shield(sent))
+        note_timing("notify", time.perf_counter() - started)
 
 
 # --- Offload ----------------------------------------------------------------------------
@@ -3235,12 +3235,6 @@ class ItemRead(SQLModel):
     tags: list[TagRead]
 
 
-class ItemBatchRead(SQLModel):
-    """The items a batch created, in the order they were sent."""
-
-    items: list[ItemRead]
-
-
 class OwnerSummary(SQLModel, table=True):
     """An owner's live items counted and their prices summed, refreshed after writes.
 
@@ -3346,7 +3340,8 @@ _TAGS_PAGE = (
     .order_by(col(Tag.id))
     .limit(sa.bindparam("limit"))
 )
-_OWNER_ID = sa.select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
+# One column: SQLModel's select types it as well.
+_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
 # The export's batches: keyset pages of an owner's items by id, archived ones included, so
 # the index on owner_id finds them (the partial index holds live items only).
 _EXPORT_PAGE = (
@@ -3663,7 +3658,7 @@ async def create_item(
 @router.post(
     "/items/batch",
     status_code=status.HTTP_201_CREATED,
-    response_model=ItemBatchRead,
+    response_model=list[ItemRead],
     responses=error_responses(413),
 )
 @query_budget(4)
@@ -3671,6 +3666,8 @@ async def create_items(
     body: ItemBatch, session: SessionDep, cache: CacheDep, summaries: SummariesDep
 ) -> Response:
     """Create up to ``MAX_BATCH_ITEMS`` items in one transaction: all of them, or none.
+
+    Answers the items created, in the order they were sent.
 
     Four statements whatever the batch's size: its owners read, its tags read, its items
     inserted, their tag links inserted. An unknown owner or tag is a 422 naming each row
@@ -3721,7 +3718,7 @@ async def create_items(
         )
         for item_id, row, item in zip(inserted, rows, body.items, strict=True)
     ]
-    return json_response({"items": answers}, status.HTTP_201_CREATED)
+    return json_response(answers, status.HTTP_201_CREATED)
 
 
 # A miss is cached briefly too, so a flood of requests for a missing item stays off the database.
