@@ -9,8 +9,8 @@ Run through ``benchmarks/run``, which installs what this needs. Steps:
    the rendered service, a copy whose list route loads tags row by row (N+1), and the raw
    ceiling in ``ceiling.py``;
 4. drive them with wrk pinned to core 1, servers taking turns point by point, each point
-   repeated, at 32 and 64 connections: the list, get-one (random ids), get-one (hot set)
-   and create routes;
+   repeated, at 32 and 64 connections: the list, get-one (random ids), get-one (hot set),
+   create, update (PATCH with tags) and batch create routes;
 5. overload at ten times capacity, with the service's overload guard (when it has one) and
    with uvicorn's ``--limit-concurrency`` instead, measured with ``loadclient.py``;
 6. 128 parallel writers (create, then get), then check the table holds exactly the rows
@@ -59,6 +59,7 @@ MODULE = "my_service"
 SEED = 20240601
 OWNERS, TAGS, ITEMS, MAX_TAGS_PER_ITEM = 1_000, 200, 100_000, 5
 PAGE = 50
+BATCH_ROWS = 100
 HOT_SET = 100
 POOL_SIZE = 10
 CLIENT_TIMEOUT = 5.0
@@ -128,6 +129,44 @@ request = function()
     .. '"owner_id": %%d, "tag_ids": [%%s]}',
     math.random(0, 100000), math.random(1, %(owners)d), table.concat(ids, ", "))
   return wrk.format("POST", "/items", headers, body)
+end
+""",
+    "update": """
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  local chosen, ids = {}, {}
+  for _ = 1, math.random(0, %(max_tags)d) do
+    local tag = math.random(1, %(tags)d)
+    if not chosen[tag] then
+      chosen[tag] = true
+      ids[#ids + 1] = tag
+    end
+  end
+  local body = string.format(
+    '{"price_cents": %%d, "tag_ids": [%%s]}', math.random(0, 100000), table.concat(ids, ", "))
+  return wrk.format("PATCH", "/items/" .. math.random(1, %(items)d), headers, body)
+end
+""",
+    "batch": """
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  local rows = {}
+  for row = 1, %(batch_rows)d do
+    local chosen, ids = {}, {}
+    for _ = 1, math.random(0, %(max_tags)d) do
+      local tag = math.random(1, %(tags)d)
+      if not chosen[tag] then
+        chosen[tag] = true
+        ids[#ids + 1] = tag
+      end
+    end
+    rows[row] = string.format(
+      '{"name": "bench item", "description": "made by the benchmark", "price_cents": %%d, '
+      .. '"owner_id": %%d, "tag_ids": [%%s]}',
+      math.random(0, 100000), math.random(1, %(owners)d), table.concat(ids, ", "))
+  end
+  local body = '{"items": [' .. table.concat(rows, ", ") .. ']}'
+  return wrk.format("POST", "/items/batch", headers, body)
 end
 """,
 }
@@ -375,6 +414,7 @@ def write_scripts(work: Path) -> dict[str, Path]:
         "tags": TAGS,
         "owners": OWNERS,
         "max_tags": MAX_TAGS_PER_ITEM,
+        "batch_rows": BATCH_ROWS,
         "hot": ", ".join(str(number) for number in rng.sample(range(1, ITEMS + 1), HOT_SET)),
     }
     scripts = {}
@@ -419,12 +459,19 @@ def queries_per_request(server: Server, route: str) -> float:
             path, body = f"/items?limit={PAGE}&after={rng.randrange(ITEMS - PAGE)}", None
         elif route in ("get", "get-hot"):
             path, body = f"/items/{rng.randint(1, ITEMS)}", None
+        elif route == "update":
+            tag_ids = _create_body(rng, "")["tag_ids"]
+            path, body = f"/items/{rng.randint(1, ITEMS)}", {"price_cents": 1, "tag_ids": tag_ids}
+        elif route == "batch":
+            rows = [_create_body(rng, "bench item") for _ in range(BATCH_ROWS)]
+            path, body = "/items/batch", {"items": rows}
         else:
             path, body = "/items", _create_body(rng, "bench item")
         request = urllib.request.Request(
             f"http://{HOST}:{server.port}{path}",
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
+            method="PATCH" if route == "update" else None,
         )
         with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as response:
             counts.append(_queries(response.headers.get("server-timing", "")))
@@ -433,7 +480,7 @@ def queries_per_request(server: Server, route: str) -> float:
 
 
 def _queries(server_timing: str) -> int | None:
-    match = re.search(r'desc="(\d+) queries"', server_timing)
+    match = re.search(r'desc="(\d+) quer(?:y|ies)"', server_timing)
     return int(match.group(1)) if match else None
 
 
@@ -665,6 +712,8 @@ def report_matrix(
         "get": "GET /items/{id} (random ids)",
         "get-hot": "GET /items/{id} (hot set)",
         "create": "POST /items (with tags)",
+        "update": "PATCH /items/{id} (with tags)",
+        "batch": f"POST /items/batch ({BATCH_ROWS} rows with tags)",
     }
     lines = [
         _row(
@@ -705,6 +754,31 @@ def report_matrix(
                         ratio,
                     )
                 )
+    return lines
+
+
+def batch_rows_ratio(matrix: Matrix, connections: int) -> float:
+    """Rows a second created by batches over rows a second created one per request."""
+    batches = matrix.median("batch", connections, "ours", "rps") * BATCH_ROWS
+    return batches / matrix.median("create", connections, "ours", "rps")
+
+
+def report_rows(matrix: Matrix, connection_counts: list[int]) -> list[str]:
+    lines = [
+        "| creates | conns | rows/s | batch / single |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for connections in connection_counts:
+        single = matrix.median("create", connections, "ours", "rps")
+        lines.append(_row("POST /items, one row a request", connections, f"{single:,.0f}", ""))
+        lines.append(
+            _row(
+                f"POST /items/batch, {BATCH_ROWS} rows a request",
+                connections,
+                f"{matrix.median('batch', connections, 'ours', 'rps') * BATCH_ROWS:,.0f}",
+                f"{batch_rows_ratio(matrix, connections):.1f}x",
+            )
+        )
     return lines
 
 
@@ -776,6 +850,8 @@ def main() -> None:
             "get": [ours, ceiling],
             "get-hot": [ours],
             "create": [ours, ceiling],
+            "update": [ours, ceiling],
+            "batch": [ours],
         }
         print("throughput and latency (wrk)", flush=True)
         matrix = run_matrix(routes, scripts, args.connections, args.repeats, args.seconds)
@@ -823,6 +899,8 @@ def main() -> None:
             "ratios are medians of per-repetition ratios.",
             "",
             *report_matrix(matrix, routes, args.connections),
+            "",
+            *report_rows(matrix, args.connections),
             "",
             "`get-hot` is " + ("served by the module's cache." if has_cache else
             "the same uncached route on a hot set of 100 ids: this module has no cache yet."),
@@ -1053,6 +1131,20 @@ def report_targets(
             f"{hot:.2f}x" + ("" if has_cache else " (no cache in the module yet)"),
             hot >= 5,
         )  # fmt: skip
+        create_ceiling = matrix.ratio("create", connections, "ours", "ceiling")
+        update_ceiling = matrix.ratio("update", connections, "ours", "ceiling")
+        target(
+            f"POST with tags >= 0.4x ceiling (c={connections})",
+            f"{create_ceiling:.2f}x",
+            create_ceiling >= 0.4,
+        )
+        target(
+            f"PATCH with tags >= 0.4x ceiling (c={connections})",
+            f"{update_ceiling:.2f}x",
+            update_ceiling >= 0.4,
+        )
+        rows = batch_rows_ratio(matrix, connections)
+        target(f"batch rows/s >= 10x single creates' (c={connections})", f"{rows:.1f}x", rows >= 10)
     guarded = overload[ours]
     baseline = overload[limited]
     timeouts = statistics.median(run[1].timeouts for run in guarded)

@@ -46,11 +46,19 @@ INSERT_ITEM = """
 INSERT_LINKS = """
     INSERT INTO itemtaglink (item_id, tag_id) SELECT $1, unnest($2::int[])
 """
+UPDATE_ITEM = """
+    UPDATE item SET name = coalesce($2, name), description = coalesce($3, description),
+        price_cents = coalesce($4, price_cents)
+    WHERE id = $1
+    RETURNING id, name, description, price_cents, created_at, owner_id,
+        (SELECT name FROM owner WHERE owner.id = item.owner_id) AS owner_name
+"""
+UNLINK_TAGS = "DELETE FROM itemtaglink WHERE item_id = $1"
 MAX_PAGE_SIZE = 100
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve GET /items, GET /items/{id} and POST /items; anything else is a 404."""
+    """Serve GET /items, GET and PATCH /items/{id} and POST /items; anything else is a 404."""
     if scope["type"] == "lifespan":
         await _lifespan(scope, receive, send)
         return
@@ -60,6 +68,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         status, body, queries = await _list_items(pool, parse_qs(scope["query_string"].decode()))
     elif path.startswith("/items/") and method == "GET" and path[7:].isdigit():
         status, body, queries = await _get_item(pool, int(path[7:]))
+    elif path.startswith("/items/") and method == "PATCH" and path[7:].isdigit():
+        status, body, queries = await _update_item(pool, int(path[7:]), await _read_body(receive))
     elif path == "/items" and method == "POST":
         status, body, queries = await _create_item(pool, await _read_body(receive))
     else:
@@ -172,3 +182,26 @@ async def _create_item(pool: asyncpg.Pool, raw: bytes) -> tuple[int, Any, int]:
         "tags": tags,
     }
     return 201, item, 4 if tag_ids else 3
+
+
+async def _update_item(pool: asyncpg.Pool, item_id: int, raw: bytes) -> tuple[int, Any, int]:
+    # The service's PATCH: the row updated (and locked), the new tags checked, relinked.
+    body = orjson.loads(raw)
+    tag_ids = body.get("tag_ids")
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            UPDATE_ITEM, item_id, body.get("name"), body.get("description"), body.get("price_cents")
+        )
+        if row is None:
+            return 404, {"detail": f"no item has id {item_id}"}, 1
+        if tag_ids is None:
+            tags = (await _tags_by_item(connection, [item_id]))[item_id]
+            return 200, _item(row, tags), 2
+        tag_ids = sorted(set(tag_ids))
+        tags = [dict(tag) for tag in await connection.fetch(TAGS_BY_ID, tag_ids)]
+        if len(tags) != len(tag_ids):
+            return 422, {"detail": "unknown tag ids"}, 2
+        await connection.execute(UNLINK_TAGS, item_id)
+        if tag_ids:
+            await connection.execute(INSERT_LINKS, item_id, tag_ids)
+    return 200, _item(row, tags), 4

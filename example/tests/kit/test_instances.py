@@ -27,6 +27,7 @@ from my_service import (
     Settings,
     create_app,
     expect_queries,
+    invalidation_sender,
 )
 
 from tests.harness import sqlite_file_at_head
@@ -142,6 +143,52 @@ async def test_too_many_keys_for_one_notice_drop_their_whole_namespace(
     await until(other_app, received(1))
     assert await theirs.get_or_load("item", 1, value("new")) == "new"
     assert await theirs.get_or_load("owner", 1, value("unused")) == "kept"
+
+
+async def test_a_commit_returns_once_its_notice_went_out_after_it(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    theirs = other_app.state.cache
+    await theirs.get_or_load("item", 1, value("old"))
+    await commit_invalidating(app, 1)
+    # Sent by then, in a transaction of its own: the write's commit did not wait for it.
+    sender = invalidation_sender(app.state.cache)
+    assert sender is not None
+    assert (sender.stats.notices, sender.stats.keys, sender.stats.failures) == (1, 1, 0)
+    await until(other_app, received(1))
+    assert await theirs.get_or_load("item", 1, value("new")) == "new"
+
+
+async def test_keys_of_writes_committed_during_a_notice_go_out_together_in_the_next(
+    app: FastAPI, other_app: FastAPI
+) -> None:
+    theirs = other_app.state.cache
+    for key in (1, 2, 3):
+        await theirs.get_or_load("item", key, value("old"))
+    await commit_invalidating(app, 1)
+    sender = invalidation_sender(app.state.cache)
+    assert sender is not None
+    # Queued before the sender runs, as the keys of writes that commit while a notice is
+    # under way are: one notice takes them all.
+    waits = [sender.send([("item", key)]) for key in (2, 3)]
+    await asyncio.gather(*waits)
+    assert (sender.stats.notices, sender.stats.keys) == (2, 3)
+    await until(other_app, received(2))
+    for key in (1, 2, 3):
+        assert await theirs.get_or_load("item", key, value("new")) == "new"
+
+
+async def test_no_key_of_concurrent_commits_is_lost(app: FastAPI, other_app: FastAPI) -> None:
+    theirs, keys = other_app.state.cache, range(1, 33)
+    for key in keys:
+        await theirs.get_or_load("item", key, value("old"))
+    await asyncio.gather(*(commit_invalidating(app, key) for key in keys))
+    sender = invalidation_sender(app.state.cache)
+    assert sender is not None
+    assert (sender.stats.keys, sender.stats.failures) == (len(keys), 0)
+    await until(other_app, received(sender.stats.notices))
+    for key in keys:
+        assert await theirs.get_or_load("item", key, value("new")) == "new"
 
 
 async def test_a_dropped_listener_empties_the_cache_and_caching_resumes_after_reconnecting(
