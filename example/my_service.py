@@ -178,7 +178,6 @@ __all__ = [
     "RequestLogMiddleware",
     "SchemaBehind",
     "SendDeadline",
-    "SenderStats",
     "ServerTimingMiddleware",
     "SessionDep",
     "Settings",
@@ -1177,6 +1176,9 @@ class CacheStats:
     coalesced: int = 0
     load_errors: int = 0
     bypassed: int = 0
+    notifications_sent: int = 0
+    invalidations_sent: int = 0
+    notification_failures: int = 0
     notifications_received: int = 0
     listener_reconnects: int = 0
     listener_silences: int = 0
@@ -1593,15 +1595,6 @@ class CacheListener:
         self._changed = asyncio.Event()
 
 
-@dataclass
-class SenderStats:
-    """What an ``InvalidationSender`` did: notices sent, keys in them, failed attempts."""
-
-    notices: int = 0
-    keys: int = 0
-    failures: int = 0
-
-
 class InvalidationSender:
     """Sends the keys of committed writes to the other processes, many writes per notice.
 
@@ -1610,7 +1603,8 @@ class InvalidationSender:
     and go out together in the next, so the batches grow with the write rate and a lone
     write waits for nothing but its own notice. A notice the database refuses is tried
     ``attempts`` times; then its keys are given up (the other processes' TTL bounds how long
-    they serve those entries) and logged.
+    they serve those entries) and logged. It counts in the cache's stats: notices sent, the
+    keys in them, failed attempts.
     """
 
     def __init__(self, cache: AsyncTTLCache, engine: AsyncEngine, *, attempts: int = 3) -> None:
@@ -1621,7 +1615,7 @@ class InvalidationSender:
         # AUTOCOMMIT: the notice is a transaction of its own, delivered as it is sent.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.attempts = attempts
-        self.stats = SenderStats()
+        self.stats = cache.stats
         self._keys: set[tuple[str, Hashable]] = set()
         self._next: asyncio.Future[None] | None = None
         self._sending: asyncio.Task[None] | None = None
@@ -1657,7 +1651,7 @@ class InvalidationSender:
                 async with self.engine.connect() as connection:
                     await connection.execute(_NOTIFY, parameters, execution_options=_NOTICE_OPTIONS)
             except Exception as exc:
-                self.stats.failures += 1
+                self.stats.notification_failures += 1
                 if attempt + 1 == self.attempts:
                     logger.error(
                         "cache: could not send %d invalidations (%r); other processes keep "
@@ -1668,8 +1662,8 @@ class InvalidationSender:
                     return
                 await asyncio.sleep(0.05 * 2**attempt)
             else:
-                self.stats.notices += 1
-                self.stats.keys += len(keys)
+                self.stats.notifications_sent += 1
+                self.stats.invalidations_sent += len(keys)
                 return
 
 
