@@ -173,6 +173,8 @@ MIGRATED_ENV = USER_ENV.replace("DB_POOL_SIZE=20", "DATABASE_POOL_SIZE=20")
 # A setting default changed in place, on a line the newer template renamed.
 TEMPLATE_POOL_SIZE = "    db_pool_size: int = Field(default=10, ge=1)\n"
 USER_POOL_SIZE = "    db_pool_size: int = Field(default=20, ge=1)\n"
+# The release that renamed that setting.
+COLLIDING_RELEASE = "0.2.0"
 
 
 # --- Helpers ---------------------------------------------------------------------------------
@@ -277,15 +279,24 @@ def recorded_commit(project: Path) -> str:
 
 @dataclass(frozen=True)
 class Update:
-    """A project after `copier update`, and what the command printed."""
+    """A project after `copier update`, and what the command printed; ``earlier``, the
+    updates to the releases in between, each committed before the next.
+    """
 
     project: Path
     result: subprocess.CompletedProcess[str]
+    earlier: tuple[subprocess.CompletedProcess[str], ...] = ()
+
+    @property
+    def stdout(self) -> str:
+        """What every step printed on standard output, in order."""
+        return "".join(step.stdout for step in (*self.earlier, self.result))
 
     def explain(self) -> str:
         """Copier's output and the changes to the project, for failure messages."""
+        printed = "".join(step.stdout + step.stderr for step in (*self.earlier, self.result))
         changes = git("diff", "HEAD", cwd=self.project)
-        return f"{self.result.stdout}{self.result.stderr}\n--- git diff HEAD ---\n{changes}"
+        return f"{printed}\n--- git diff HEAD ---\n{changes}"
 
 
 def write_revision_of_the_users_tables(project: Path) -> list[subprocess.CompletedProcess[str]]:
@@ -311,12 +322,31 @@ def follow_up(project: Path) -> None:
         assert step.returncode == 0, f"{step.args}\n{step.stdout}{step.stderr}"
 
 
-def update(project: Path) -> Update:
-    """Run the README's update command in ``project`` and check that Copier succeeded."""
-    result = run(UPDATE_COMMAND, project)
+def update(project: Path, to: str | None = None) -> Update:
+    """Run the README's update command in ``project``, to release ``to`` or else the newest
+    version, and check that Copier succeeded.
+    """
+    command = UPDATE_COMMAND if to is None else [*UPDATE_COMMAND, "--vcs-ref", f"v{to}"]
+    result = run(command, project)
     outcome = Update(project, result)
     assert result.returncode == 0, outcome.explain()
     return outcome
+
+
+def update_release_by_release(project: Path) -> Update:
+    """Update as the README says: to each release after the project's, committing each
+    update before the next, then to the newest version.
+    """
+    current = Version(recorded_commit(project).removeprefix("v"))
+    earlier = []
+    for version in (release for release in RELEASES if Version(release) > current):
+        step = update(project, to=version)
+        assert not conflict_leftovers(project), step.explain()
+        git("add", "--all", cwd=project)
+        git("commit", "--quiet", "--message", f"Update to sqlmodel-starter {version}", cwd=project)
+        earlier.append(step.result)
+    last = update(project)
+    return Update(project, last.result, tuple(earlier))
 
 
 def empty_worktree(repository: Path) -> None:
@@ -358,7 +388,7 @@ def edited_update(template_repository: Path, tmp_path_factory: pytest.TempPathFa
     """A project with the user's edits in every place they belong, updated."""
     project = generate(template_repository, tmp_path_factory.mktemp("edited") / "project")
     make_user_edits(project)
-    return update(project)
+    return update_release_by_release(project)
 
 
 @pytest.fixture(scope="module")
@@ -376,11 +406,13 @@ def followed_up_update(edited_update: Update, tmp_path_factory: pytest.TempPathF
 def conflicting_update(
     template_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Update:
-    """The same edits plus a changed default on a line the newer template changed too."""
+    """The same edits plus a changed default on a line the next release changed too, updated
+    to that release.
+    """
     project = generate(template_repository, tmp_path_factory.mktemp("conflicting") / "project")
     edit(project / "my_service.py", TEMPLATE_POOL_SIZE, USER_POOL_SIZE)
     make_user_edits(project)
-    return update(project)
+    return update(project, to=COLLIDING_RELEASE)
 
 
 # --- An update with the user's edits ---------------------------------------------------------
@@ -436,7 +468,7 @@ def test_the_templates_renamed_settings_arrive(edited_update: Update) -> None:
 def test_the_migration_renames_the_settings_in_the_users_env(edited_update: Update) -> None:
     env = (edited_update.project / ".env").read_text()
     assert env == MIGRATED_ENV, f"{env}\n{edited_update.explain()}"
-    assert ".env: renamed DB_POOL_SIZE to DATABASE_POOL_SIZE" in edited_update.result.stdout
+    assert ".env: renamed DB_POOL_SIZE to DATABASE_POOL_SIZE" in edited_update.stdout
 
 
 def test_the_answers_file_records_the_new_version(edited_update: Update) -> None:
@@ -547,8 +579,8 @@ def test_a_collision_still_updates_the_rest_of_the_project(conflicting_update: U
     module = (project / "my_service.py").read_text()
     assert "settings.database_pool_size" in module, conflicting_update.explain()
     assert "\nDATABASE_POOL_SIZE=10\n" in (project / ".env.example").read_text()
-    assert "DATABASE_POOL_SIZE" in (project / "tests" / "kit" / "test_settings.py").read_text()
-    assert recorded_commit(project) == f"v{newest_version()}"
+    assert "DATABASE_POOL_SIZE" in (project / "tests" / "test_settings.py").read_text()
+    assert recorded_commit(project) == f"v{COLLIDING_RELEASE}"
 
 
 # --- An update without edits, and one without --trust --------------------------------------
@@ -569,7 +601,8 @@ def tree(root: Path) -> Iterator[tuple[str, str]]:
 def test_an_unedited_project_updates_to_exactly_a_fresh_copy_of_the_new_version(
     template_repository: Path, tmp_path: Path
 ) -> None:
-    updated = dict(tree(update(generate(template_repository, tmp_path / "updated")).project))
+    project = generate(template_repository, tmp_path / "updated")
+    updated = dict(tree(update_release_by_release(project).project))
     fresh = dict(tree(render(template_repository, tmp_path / "fresh")))
     differences = [
         "".join(
