@@ -365,6 +365,12 @@ def test_the_image_has_what_it_copies_and_migrates_before_it_serves(
                 assert (default_project / name).exists(), f"COPY {copy}: no {name} in the project"
     *before, _ = container.script.split(" && ")
     assert before == ["alembic upgrade head"], container.script
+    run_steps_before_serving(container)
+
+
+def run_steps_before_serving(container: Container) -> None:
+    """What the image's command runs before uvicorn (the migrations), as it runs them."""
+    *before, _ = container.script.split(" && ")
     for step in before:
         result = subprocess.run(
             step,
@@ -385,6 +391,7 @@ def test_the_health_check_passes_while_the_start_commands_server_runs(
     serve = container.script.split(" && ")[-1]
     assert serve.startswith("exec uvicorn "), serve
     assert "--port 8000" in serve, serve
+    run_steps_before_serving(container)
     port = free_port()
     serve = serve.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1")
     (healthcheck,) = final.all("HEALTHCHECK")
@@ -434,6 +441,7 @@ def test_compose_checks_readiness_which_fails_while_the_database_cannot_answer(
     serve = container.script.split(" && ")[-1].replace("0.0.0.0", "127.0.0.1")
     nowhere = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing"
     unreachable = {**container.environment, "DATABASE_URL": nowhere, "CACHE_NOTIFY": "false"}
+    run_steps_before_serving(container)
     passed = {}
     servers = (("reachable", container.environment), ("unreachable", unreachable))
     for database, environment in servers:
