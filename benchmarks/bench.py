@@ -334,21 +334,11 @@ def settings_of(project: Path, environment: dict[str, str]) -> dict[str, str]:
 
 
 def create_tables(project: Path, database_url: str) -> None:
-    """Create the tables with the rendered module's own metadata (its indexes included)."""
-    script = f"""
-import asyncio
-from sqlmodel import SQLModel
-import {MODULE} as service
-
-async def main() -> None:
-    engine = service.create_engine(service.Settings(database_url={database_url!r}))
-    async with engine.begin() as connection:
-        await connection.run_sync(SQLModel.metadata.create_all)
-    await engine.dispose()
-
-asyncio.run(main())
-"""
-    subprocess.run([sys.executable, "-c", script], cwd=project, check=True)
+    """Create the tables as a team would: the rendered project's migrations, to head."""
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=project, check=True,
+        env={**os.environ, "DATABASE_URL": database_url}, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 async def seed(dsn: str) -> int:
