@@ -33,6 +33,7 @@ import functools
 import importlib.util
 import io
 import logging
+import math
 import random
 import re
 import secrets
@@ -175,10 +176,9 @@ __all__ = [
     "ReadsDep",
     "RefreshStats",
     "RequestBodyLimit",
-    "RequestLogMiddleware",
+    "RequestObserver",
     "SchemaBehind",
     "SendDeadline",
-    "ServerTimingMiddleware",
     "SessionDep",
     "Settings",
     "SettingsError",
@@ -826,65 +826,6 @@ def note_timing(name: str, seconds: float | None = None, *, description: str = "
         timings.append(f"{name}{duration}{detail}")
 
 
-class ServerTimingMiddleware:
-    """Adds ``Server-Timing`` (database time and query count, cache, queue, offload) and
-    logs requests that went over their query budget or took longer than ``slow_request``.
-    """
-
-    def __init__(self, app: ASGIApp, slow_request: float) -> None:
-        self.app = app
-        self.slow_request = slow_request
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        timings: list[str] = []
-        token = _timings.set(timings)
-        with record_queries() as recorder:
-
-            async def send_with_timing(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    scope["queries_before_body"] = recorder.count
-                    queries = _queries(recorder.count)
-                    metrics = [f'db;dur={recorder.duration * 1000:.2f};desc="{queries}"', *timings]
-                    if "queue_wait" in scope:
-                        metrics.append(f"queue;dur={scope['queue_wait'] * 1000:.2f}")
-                    header = (b"server-timing", ", ".join(metrics).encode())
-                    message = {**message, "headers": [*message.get("headers", []), header]}
-                await send(message)
-
-            try:
-                await self.app(scope, receive, send_with_timing)
-            finally:
-                _timings.reset(token)
-        self._log_if_over(scope, recorder, time.perf_counter() - started)
-
-    def _log_if_over(self, scope: Scope, recorder: QueryRecorder, elapsed: float) -> None:
-        endpoint = scope.get("endpoint")
-        budget = budget_of(endpoint) if endpoint is not None else None
-        sent = scope.get("queries_before_body", recorder.count)
-        if budget is not None and sent > budget:
-            logger.warning(
-                "%s %s sent %s, over its budget of %d:\n%s",
-                scope["method"],
-                _printable(scope["path"]),
-                _queries(sent),
-                budget,
-                recorder.report(),
-            )
-        if elapsed > self.slow_request:
-            logger.warning(
-                "slow request: %s %s took %.0f ms, %s in %.0f ms",
-                scope["method"],
-                _printable(scope["path"]),
-                elapsed * 1000,
-                _queries(recorder.count),
-                recorder.duration * 1000,
-            )
-
-
 def _queries(count: int) -> str:
     return "1 query" if count == 1 else f"{count} queries"
 
@@ -917,16 +858,20 @@ def _note_request_id(record: logging.LogRecord) -> bool:
 logger.addFilter(_note_request_id)
 
 
-class RequestLogMiddleware:
-    """Logs one line per request and observes its duration in the request histogram.
+class RequestObserver:
+    """Observes each request once for all the kit reports of it: its id, its
+    ``Server-Timing`` header (database time and query count, cache, queue, offload), its
+    duration in the request histogram, one log line, and a warning when it went over its
+    query budget or took longer than ``slow_request``.
 
     The request id comes from the ``X-Request-ID`` header when it is a short token of
     safe characters, else it is made here; the response carries it back.
     """
 
-    def __init__(self, app: ASGIApp, durations: Histogram) -> None:
+    def __init__(self, app: ASGIApp, durations: Histogram, slow_request: float) -> None:
         self.app = app
         self.durations = durations
+        self.slow_request = slow_request
         self._series: dict[tuple[str, str, str], Any] = {}
         self._paths: dict[Callable[..., Any], str] = {}
 
@@ -936,23 +881,67 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope["headers"])
-        id_header = (b"x-request-id", request_id.encode())
+        timings: list[str] = []
         status_code = 500  # what the client gets if the app fails before it answers
+        sent_before_body: int | None = None
+        id_token = _request_ids.set(request_id)
+        timings_token = _timings.set(timings)
+        with record_queries() as recorder:
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), id_header]}
-            await send(message)
+            async def send_observed(message: Message) -> None:
+                nonlocal status_code, sent_before_body
+                if message["type"] == "http.response.start":
+                    status_code = message["status"]
+                    sent_before_body = recorder.count
+                    queries = _queries(recorder.count)
+                    metrics = [f'db;dur={recorder.duration * 1000:.2f};desc="{queries}"', *timings]
+                    if "queue_wait" in scope:
+                        metrics.append(f"queue;dur={scope['queue_wait'] * 1000:.2f}")
+                    message = {
+                        **message,
+                        "headers": [
+                            *message.get("headers", []),
+                            (b"x-request-id", request_id.encode()),
+                            (b"server-timing", ", ".join(metrics).encode()),
+                        ],
+                    }
+                await send(message)
 
-        token = _request_ids.set(request_id)
-        try:
-            with record_queries() as recorder:
-                await self.app(scope, receive, send_with_id)
-        finally:
-            _request_ids.reset(token)
-            self._record(scope, status_code, time.perf_counter() - started, recorder, request_id)
+            try:
+                await self.app(scope, receive, send_observed)
+            finally:
+                _timings.reset(timings_token)
+                elapsed = time.perf_counter() - started
+                # Budgets count what was sent before the answer: a statement after it (a
+                # background task's) is not the route's.
+                sent = recorder.count if sent_before_body is None else sent_before_body
+                self._warn_if_over(scope, recorder, sent, elapsed)
+                _request_ids.reset(id_token)
+                self._record(scope, status_code, elapsed, recorder, request_id)
+
+    def _warn_if_over(
+        self, scope: Scope, recorder: QueryRecorder, sent: int, elapsed: float
+    ) -> None:
+        endpoint = scope.get("endpoint")
+        budget = budget_of(endpoint) if endpoint is not None else None
+        if budget is not None and sent > budget:
+            logger.warning(
+                "%s %s sent %s, over its budget of %d:\n%s",
+                scope["method"],
+                _printable(scope["path"]),
+                _queries(sent),
+                budget,
+                recorder.report(),
+            )
+        if elapsed > self.slow_request:
+            logger.warning(
+                "slow request: %s %s took %.0f ms, %s in %.0f ms",
+                scope["method"],
+                _printable(scope["path"]),
+                elapsed * 1000,
+                _queries(recorder.count),
+                recorder.duration * 1000,
+            )
 
     def _record(
         self,
@@ -1995,6 +1984,7 @@ class GuardStats:
     rejected_full: int = 0
     rejected_waited_too_long: int = 0
     rejected_standing_line: int = 0
+    rejected_kept_connection: int = 0
     gone_while_waiting: int = 0
     loop_lag_ms: float = field(default=0.0, metadata=GAUGE)
     reading_bodies: int = field(default=0, metadata=GAUGE)
@@ -2070,6 +2060,7 @@ class ConcurrencyLimit:
         self._window_peak = 0
         self._line: deque[_Waiter] = deque()
         self._line_since = 0.0
+        self._overflowed = -math.inf
         self._idle_since = clock()
 
     @property
@@ -2089,13 +2080,20 @@ class ConcurrencyLimit:
             return True
         return False
 
-    def line_is_full(self) -> bool:
-        """True, and counted as a refusal, when no one more may wait."""
-        self._cut_standing_line(self.clock())
-        if len(self._line) < self.max_waiting:
-            return False
-        self.stats.rejected_full += 1
-        return True
+    def line_is_full(self, *, waited: bool = True) -> bool:
+        """True, and counted as a refusal, when this request may not wait: the line is full,
+        or it has overflowed within ``wait_timeout`` and the request has not ``waited``
+        unseen before it got here (the places left are kept for those that may have)."""
+        now = self.clock()
+        self._cut_standing_line(now)
+        if len(self._line) >= self.max_waiting:
+            self._overflowed = now
+            self.stats.rejected_full += 1
+            return True
+        if not waited and now - self._overflowed < self.wait_timeout:
+            self.stats.rejected_kept_connection += 1
+            return True
+        return False
 
     async def acquire(self) -> bool:
         """Wait for a place; True when admitted, False when refused."""
@@ -2249,13 +2247,30 @@ class OverloadGuard:
     load turns overload into restarts. Why not uvicorn's ``--limit-concurrency``: it counts
     open connections (idle keep-alives too), has no waiting line, answers plain-text 503s
     without Retry-After, and cannot exempt the health check.
+
+    Once the line has overflowed (within its wait timeout), a request on a connection the
+    guard has answered before is refused rather than queued: its client sent it the moment
+    the last answer came, so it has waited for nothing. A request on a new connection may
+    have waited unseen in the kernel's accept queue for as long as the worker was busy (each
+    503 closes its connection, so a refused client comes back on a new one): the line's
+    places go to those, and a refusal costs the client that has waited least. Behind a proxy
+    that rewrites the client address (port 0), every request counts as new.
     """
 
-    def __init__(self, app: ASGIApp, limit: ConcurrencyLimit, exempt: Sequence[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: ConcurrencyLimit,
+        exempt: Sequence[str],
+        remembered_connections: int = 4096,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.exempt = frozenset(exempt)
         self.lag = LoopLag(limit.stats)
+        self.remembered_connections = remembered_connections
+        # The client addresses of the connections answered last, oldest first.
+        self._answered: dict[tuple[str, int], None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
@@ -2265,9 +2280,10 @@ class OverloadGuard:
         self.lag.watch()
         # Latency counts from arrival: the loop's current lag is how long ago that was.
         arrived = limit.clock() - self.lag.seconds
+        client = _connection(scope)
         if not limit.try_acquire():
             # A full line refuses at once: no task, no timer, nothing read.
-            if limit.line_is_full():
+            if limit.line_is_full(waited=client is None or client not in self._answered):
                 await send_overloaded(send)
                 return
             started = time.perf_counter()
@@ -2280,6 +2296,21 @@ class OverloadGuard:
             await self.app(scope, receive, send)
         finally:
             limit.release(arrived)
+            if client is not None:
+                self._remember(client)
+
+    def _remember(self, client: tuple[str, int]) -> None:
+        answered = self._answered
+        answered.pop(client, None)
+        answered[client] = None
+        if len(answered) > self.remembered_connections:
+            del answered[next(iter(answered))]
+
+
+def _connection(scope: Scope) -> tuple[str, int] | None:
+    # The client's address and port name its connection; port 0 is a proxy's rewrite.
+    client = scope.get("client")
+    return (client[0], client[1]) if client and client[1] else None
 
 
 async def _wait_in_line(limit: ConcurrencyLimit, receive: Receive) -> tuple[bool, Receive]:
@@ -3023,11 +3054,13 @@ def build_app(
         # and no log line (the guard counts it).
         middleware.append(Middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS))
     middleware += [
-        Middleware(RequestLogMiddleware, durations=durations),
-        Middleware(ServerTimingMiddleware, slow_request=settings.slow_request_ms / 1000),
+        Middleware(
+            RequestObserver, durations=durations, slow_request=settings.slow_request_ms / 1000
+        ),
     ]
     if settings.profiling_enabled:
-        # Inside Server-Timing, so a profiled request still reports its queries there.
+        # Inside the observer, so a profiled request still reports its queries in its
+        # Server-Timing header.
         middleware.append(Middleware(ProfileRequest))
     app = FastAPI(title=title, lifespan=kit_lifespan, middleware=middleware)
     app.state.settings = settings

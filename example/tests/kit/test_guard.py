@@ -194,6 +194,7 @@ async def test_metrics_report_the_guard_counters(client: httpx.AsyncClient) -> N
         "guard_rejected_full_total": 0,
         "guard_rejected_waited_too_long_total": 0,
         "guard_rejected_standing_line_total": 0,
+        "guard_rejected_kept_connection_total": 0,
         "guard_gone_while_waiting_total": 0,
         "guard_reading_bodies": 0,
         "guard_bodies_too_large_total": 0,
@@ -351,6 +352,49 @@ async def test_a_standing_line_is_cut_short_and_serves_the_newest_first() -> Non
     assert limit.stats.rejected_waited_too_long == 0
     limit.release()
     assert (limit.stats.in_flight, limit.stats.waiting) == (0, 0)
+
+
+async def test_once_the_line_overflows_a_kept_connection_is_refused_at_once() -> None:
+    # A client that sends again the moment it is answered has waited for nothing; one on a
+    # new connection may have waited unseen in the accept queue, so it keeps its turn.
+    inner = SlowApp()
+    limit = ConcurrencyLimit(1, 4, 5.0, clock=FakeClock())
+    guard = OverloadGuard(inner, limit, exempt=[])
+
+    async def request(port: int) -> int:
+        messages: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: Scope = {"type": "http", "path": "/slow", "headers": [], "client": ("::1", port)}
+        await guard(scope, receive, send)
+        return int(sent[0]["status"])
+
+    inner.release.set()
+    assert await request(1) == 200  # port 1 is now a connection the guard has answered
+    inner.release.clear()
+    running = asyncio.create_task(request(2))
+    await eventually(lambda: limit.stats.in_flight == 1)
+    line = {port: asyncio.create_task(request(port)) for port in (3, 1, 0, 4)}
+    await eventually(lambda: limit.stats.waiting == 4)  # no overflow yet: port 1 waits too
+    assert await request(5) == 503
+    line[4].cancel()  # a client gives up: one place in the line is free again
+    await eventually(lambda: limit.stats.waiting == 3)
+    assert await request(1) == 503  # kept, and the line has just overflowed
+    late = [asyncio.create_task(request(6))]  # a new connection still waits
+    await eventually(lambda: limit.stats.waiting == 4)
+    inner.release.set()
+    statuses = await asyncio.gather(running, line[3], line[1], line[0], *late)
+    assert statuses == [200] * 5
+    assert (limit.stats.rejected_full, limit.stats.rejected_kept_connection) == (1, 1)
 
 
 # Request bodies are read before the guard gives them a place.

@@ -75,6 +75,7 @@ async def test_a_flooded_server_answers_200_or_503_and_stays_healthy(server: str
             "guard_rejected_full_total",
             "guard_rejected_waited_too_long_total",
             "guard_rejected_standing_line_total",
+            "guard_rejected_kept_connection_total",
         )
         assert sum(samples[name] for name in refused) == statuses[503]
 
