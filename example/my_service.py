@@ -73,6 +73,7 @@ import anyio
 import anyio.to_thread
 import asyncpg
 import greenlet
+import orjson
 import sqlalchemy as sa
 from cachetools import TLRUCache
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -89,7 +90,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_core import PydanticSerializationError, from_json, to_json
+from pydantic_core import PydanticSerializationError, from_json, to_json, to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import (
     ARRAY,
@@ -191,6 +192,7 @@ __all__ = [
     "configure_logging",
     "create_app",
     "create_engine",
+    "dump_json",
     "error_responses",
     "expect_queries",
     "get_cache",
@@ -2653,15 +2655,33 @@ def _connection_settings() -> KitSettings:
 # --- Responses --------------------------------------------------------------------------
 
 
+def dump_json(content: Any) -> bytes:
+    """``content`` (plain data: dicts, lists, datetimes) as JSON, as pydantic writes it.
+
+    orjson writes a page of 50 items in a quarter of the time pydantic-core's ``to_json``
+    takes; what orjson does not know (models, Decimal, sets) goes through pydantic's encoder,
+    and what it cannot write at all (an integer past 64 bits, echoed from a request) is
+    written by pydantic-core whole.
+    """
+    try:
+        return orjson.dumps(content, default=to_jsonable_python, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return to_json(content)
+
+
+# UTC as "Z" and integer keys as strings, as pydantic writes them.
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
     """Serialize ``content`` (plain data: dicts, lists, datetimes) to a JSON response.
 
-    For hot read routes: pydantic-core serializes in one pass, and FastAPI passes a
+    For hot read routes: serialized in one pass (``dump_json``), and FastAPI passes a
     Response through without validating it against the route's response model again.
     Declare ``response_model=`` on the route for the OpenAPI schema, and check the shape in
     a test by validating the response with that model.
     """
-    return Response(to_json(content), status_code, media_type="application/json")
+    return Response(dump_json(content), status_code, media_type="application/json")
 
 
 # --- Profiling --------------------------------------------------------------------------
@@ -3933,7 +3953,7 @@ async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
     if not rows:
         return None
     tags = [{"id": row.tag_id, "name": row.tag_name} for row in rows if row.tag_id is not None]
-    return to_json(_item_dict(rows[0], tags))
+    return dump_json(_item_dict(rows[0], tags))
 
 
 async def _item_reads(

@@ -1,12 +1,15 @@
 """The input types and the error contract that every route, yours included, is built on."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_json
 from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -23,6 +26,7 @@ from my_service import (
     NonNegativeInt4,
     PartialUpdate,
     PlainText,
+    dump_json,
     error_responses,
     key_column,
     query_budget,
@@ -253,3 +257,25 @@ def test_every_table_keeps_its_keys_bigint_and_never_reuses_them() -> None:
 
 def ddl(table: Table, dialect: Dialect) -> str:
     return " ".join(str(CreateTable(table).compile(dialect=dialect)).split())
+
+
+class Priced(BaseModel):
+    value: Decimal
+    at: datetime
+
+
+def test_answers_are_written_byte_for_byte_as_pydantic_writes_them() -> None:
+    # The hot routes' fast writer must not change a byte of what clients and caches see.
+    content = {
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "whole_second": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "elsewhere": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+        "naive": datetime(2026, 1, 2, 3, 4, 5),
+        "keys": {1: "one"},
+        "model": Priced(value=Decimal("1.50"), at=datetime(2026, 1, 2, tzinfo=UTC)),
+        "text": 'é \u2028 "quoted" \x00 </script>',
+        "numbers": [0, -1, 2**63 - 1, 1.5, None, True],
+    }
+    assert dump_json(content) == to_json(content)
+    # Past 64 bits (an input echoed in a 422) orjson cannot write: pydantic-core does.
+    assert dump_json({"input": 2**64}) == to_json({"input": 2**64})
