@@ -3073,11 +3073,11 @@ def build_app(
         # Before routing, body parsing and the session: a refused request costs none of them,
         # and no log line (the guard counts it).
         middleware.append(Middleware(OverloadGuard, limit=guard, exempt=UNGUARDED_PATHS))
-    middleware += [
+    middleware.append(
         Middleware(
             RequestObserver, durations=durations, slow_request=settings.slow_request_ms / 1000
-        ),
-    ]
+        )
+    )
     if settings.profiling_enabled:
         # Inside the observer, so a profiled request still reports its queries in its
         # Server-Timing header.
