@@ -226,23 +226,26 @@ async def test_headers_within_the_limit_and_large_bodies_are_served(
 
 
 async def test_a_huge_header_is_cut_off_and_the_service_answers(bounded_server: Server) -> None:
-    _, writer = await asyncio.open_connection(bounded_server.host, bounded_server.port)
-    writer.write(b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Huge: ")
-    sent = 0
-    cut_off = False
+    # 1 MiB of one header, never finished. A server without the limit reads all of it and
+    # waits for the rest until its header deadline (408); this one stops at the limit and
+    # closes, which over the bytes it left unread resets the connection. How much the
+    # kernel buffers before that depends on the machine's load, not on the server.
+    reader, writer = await asyncio.open_connection(bounded_server.host, bounded_server.port)
+    answer = b""
+    reset = False
     try:
-        while sent < 32 * 1024 * 1024:
+        writer.write(b"GET /ping HTTP/1.1\r\nHost: test\r\nX-Huge: ")
+        for _ in range(16):
             writer.write(b"a" * 65536)
             await asyncio.wait_for(writer.drain(), timeout=GIVE_UP)
-            sent += 65536
-    except OSError:
-        cut_off = True  # the server stopped reading and dropped the connection
+        answer = await asyncio.wait_for(reader.read(), timeout=GIVE_UP)
+    except (ConnectionResetError, BrokenPipeError):
+        reset = True
     finally:
         writer.close()
     async with httpx.AsyncClient(base_url=bounded_server.url, timeout=10) as client:
         health = await client.get("/health")
-    assert cut_off, "the server read all 32 MB of one header"
-    assert sent < 4 * 1024 * 1024, f"the server took {sent} bytes of one header"
+    assert reset or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert health.status_code == 200
 
 
