@@ -447,8 +447,9 @@ class DatabaseUnavailable(Exception):
     """The database cannot answer now; the client should retry a little later (a 503).
 
     Engines made by ``create_engine`` raise it in place of the driver's error when a wait
-    passed its deadline (a connection, a statement, SQLite's write lock) or the connection
-    was lost or refused (a restart, a failover).
+    passed its deadline (a connection, a statement, SQLite's write lock), the connection
+    was lost or refused (a restart, a failover), or PostgreSQL rolled the transaction back
+    for a concurrent one (a deadlock, a serialization failure).
     """
 
 
@@ -456,6 +457,10 @@ class DatabaseUnavailable(Exception):
 # (class 08), no resources left (class 53: connection slots, memory, disk), a statement
 # cancelled (57014), a server shutting down or starting up (57P01-57P03).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
+# A transaction the database rolled back to let a concurrent one finish: a deadlock's victim
+# (40P01) or a serializable transaction that lost (40001). The same request sent again
+# succeeds.
+_ROLLED_BACK_SQLSTATES = ("40001", "40P01")
 
 
 def _unavailable_on_failure(context: ExceptionContext) -> None:
@@ -472,6 +477,8 @@ def _unavailable_on_failure(context: ExceptionContext) -> None:
         reason = "the connection was lost"
     elif str(getattr(error, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES):
         reason = "the database refused the work for now"
+    elif getattr(error, "sqlstate", None) in _ROLLED_BACK_SQLSTATES:
+        reason = "the database rolled the transaction back for a concurrent one"
     elif _sqlite_busy(error):
         reason = "the write lock is still taken"
     else:

@@ -1,10 +1,11 @@
-"""Every wait on the database has a deadline: past it, or while the database cannot be
-reached, a request gets the kit's 503 with Retry-After, and the service recovers by itself.
+"""Every wait on the database has a deadline: past it, while the database cannot be
+reached, or when it rolls a transaction back for a concurrent one, a request gets the kit's
+503 with Retry-After, and the service recovers by itself.
 
 A silent or restarting network is a TCP relay between the service and PostgreSQL
-(``tests/tcp_proxy.py``): those tests run when the suite runs on PostgreSQL, and are
-reported as skipped on SQLite. SQLite's own deadline, the wait for its write lock, is tested
-on a file of its own in every run.
+(``tests/tcp_proxy.py``); a deadlock takes PostgreSQL's row or advisory locks. Those tests
+run when the suite runs on PostgreSQL, and are reported as skipped on SQLite. SQLite's own
+deadline, the wait for its write lock, is tested on a file of its own in every run.
 """
 
 import asyncio
@@ -135,6 +136,32 @@ async def test_connections_the_server_terminates_are_a_503_and_replaced(
     # The pool kept the connection the read had used: its end is found by the next request.
     assert_unavailable(await client.get("/probe/read"))
     assert (await client.get("/probe/read")).status_code == 200
+
+
+async def test_a_deadlocks_victim_gets_a_503_and_the_other_writer_commits(
+    app: FastAPI, client: httpx.AsyncClient, postgresql_url: str
+) -> None:
+    both_hold_their_first = asyncio.Barrier(2)
+
+    @query_budget(2)
+    async def lock_both(first: int, second: int, session: SessionDep) -> dict[str, int]:
+        connection = await session.connection()
+        lock = text("SELECT pg_advisory_xact_lock(:key)")
+        await connection.execute(lock, {"key": first})
+        await both_hold_their_first.wait()
+        await connection.execute(lock, {"key": second})
+        await session.commit()
+        return {"locked": 2}
+
+    app.post("/probe/lock/{first}/{second}")(lock_both)
+    # Each takes one lock, then waits for the other's: PostgreSQL ends one of the two.
+    answers = await asyncio.gather(client.post("/probe/lock/1/2"), client.post("/probe/lock/2/1"))
+    assert sorted(answer.status_code for answer in answers) == [200, 503]
+    assert_unavailable(next(answer for answer in answers if answer.status_code == 503))
+    # The victim's session was rolled back: nothing holds the locks, one request (alone at
+    # the barrier now) takes both.
+    both_hold_their_first = asyncio.Barrier(1)
+    assert (await client.post("/probe/lock/1/2")).status_code == 200
 
 
 async def test_an_unreachable_database_is_a_503() -> None:
