@@ -3384,13 +3384,16 @@ MAX_PAGE_SIZE = 100
 # The read routes' statements, built once. Reads select only the columns their responses
 # return, as rows rather than ORM objects: nothing to hydrate, track or expire. They use
 # SQLAlchemy's select (sa.select), which types any number of columns.
-_ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
+_ITEM_COLUMNS = (
     col(Item.id),
     col(Item.name),
     col(Item.description),
     col(Item.price_cents),
     col(Item.archived),
     col(Item.created_at),
+)
+_ITEM_ROWS: Select[*tuple[Any, ...]] = sa.select(
+    *_ITEM_COLUMNS,
     col(Owner.id).label("owner_id"),
     col(Owner.name).label("owner_name"),
 ).join(Owner)
@@ -3498,12 +3501,7 @@ _OWNER_AND_TAGS_IN = _OWNER_AND_TAGS.outerjoin(
 # never saw, and one that finds the row deleted meanwhile updates nothing, a 404.
 _UPDATED_FIELDS = ("name", "description", "price_cents", "archived")
 _ITEM_RETURNED = (
-    col(Item.id),
-    col(Item.name),
-    col(Item.description),
-    col(Item.price_cents),
-    col(Item.archived),
-    col(Item.created_at),
+    *_ITEM_COLUMNS,
     col(Item.owner_id),
     sa.select(col(Owner.name))
     .where(col(Owner.id) == col(Item.owner_id))
