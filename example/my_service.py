@@ -467,6 +467,7 @@ def _unavailable_on_failure(context: ExceptionContext) -> None:
     error = context.original_exception
     if context.is_pre_ping or not isinstance(error, Exception):
         return  # pre-ping reconnects by itself, and a cancelled task stays cancelled
+    sqlstate = str(getattr(error, "sqlstate", ""))
     if isinstance(error, TimeoutError):
         # asyncpg's command timeout: nothing came back in time. The pool's other connections
         # went the same way over the network, and may be as silent as this one: replace them
@@ -475,9 +476,9 @@ def _unavailable_on_failure(context: ExceptionContext) -> None:
         reason = "no answer within DATABASE_STATEMENT_TIMEOUT"
     elif context.is_disconnect:
         reason = "the connection was lost"
-    elif str(getattr(error, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES):
+    elif sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
         reason = "the database refused the work for now"
-    elif getattr(error, "sqlstate", None) in _ROLLED_BACK_SQLSTATES:
+    elif sqlstate in _ROLLED_BACK_SQLSTATES:
         reason = "the database rolled the transaction back for a concurrent one"
     elif _sqlite_busy(error):
         reason = "the write lock is still taken"
