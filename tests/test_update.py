@@ -29,7 +29,7 @@ from packaging.version import Version
 
 # The releases updates start from, oldest first; most tests start from the oldest. A release
 # commit is found by its tag or, in a clone without tags, by the subject of its commit.
-RELEASES = ("0.1.0", "0.2.0", "0.3.0")
+RELEASES = ("0.1.0", "0.2.0", "0.3.0", "0.4.0")
 FROM_VERSION = RELEASES[0]
 UPDATE_COMMAND = ["copier", "update", "--defaults", "--trust"]
 # Throwaway repositories get an identity of their own, whatever git config the machine has.

@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from my_service import ConcurrencyLimit, OverloadGuard, RequestBodyLimit, expect_queries
+from my_service import (
+    ConcurrencyLimit,
+    OverloadGuard,
+    RequestBodyLimit,
+    RequestBodyStats,
+    expect_queries,
+)
 
 from tests.harness import eventually, scrape
 
@@ -413,13 +419,13 @@ def body_limited(
 
     limit = ConcurrencyLimit(max_in_flight=1, max_waiting=0, wait_timeout=30)
     guarded = OverloadGuard(echo, limit, exempt=[])
-    app = RequestBodyLimit(guarded, max_bytes=max_bytes, timeout=timeout, stats=limit.stats)
+    app = RequestBodyLimit(guarded, max_bytes=max_bytes, timeout=timeout, stats=RequestBodyStats())
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     return received, limit, app, client
 
 
 async def test_a_body_over_the_limit_is_refused_from_its_content_length() -> None:
-    received, limit, _, client = body_limited(max_bytes=100)
+    received, limit, app, client = body_limited(max_bytes=100)
     response = await client.post("/echo", content=b"x" * 101)
     assert response.status_code == 413
     assert response.json() == {
@@ -428,7 +434,7 @@ async def test_a_body_over_the_limit_is_refused_from_its_content_length() -> Non
     assert response.headers["connection"] == "close"
     assert (await client.post("/echo", content=b"x" * 100)).status_code == 200
     assert received == [b"x" * 100]
-    assert (limit.stats.bodies_too_large, limit.stats.admitted) == (1, 1)
+    assert (app.stats.bodies_too_large, limit.stats.admitted) == (1, 1)
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_the_limit() -> None:
@@ -467,14 +473,14 @@ async def test_a_body_that_trickles_in_holds_no_place_and_is_cut_off() -> None:
         "headers": [(b"content-length", b"10")],
     }
     reading = asyncio.create_task(app(scope, receive, send))
-    await eventually(lambda: limit.stats.reading_bodies == 1)
+    await eventually(lambda: app.stats.reading_bodies == 1)
     assert limit.stats.in_flight == 0
     assert (await client.post("/echo", content=b"fast")).status_code == 200  # the one place
     await reading
     assert sent[0]["status"] == 408
     assert b"BODY_READ_TIMEOUT" in sent[1]["body"]
     assert received == [b"fast"]
-    assert (limit.stats.bodies_too_slow, limit.stats.reading_bodies) == (1, 0)
+    assert (app.stats.bodies_too_slow, app.stats.reading_bodies) == (1, 0)
 
 
 async def test_a_body_read_before_admission_reaches_the_app_whole() -> None:
