@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import uvloop
-from bench import HOST, MODULE, render
 from loadclient import Connection
+from servers import HOST, cpu_ticks, stop_process
+from testbed import MODULE, render
 
 BENCHMARKS = Path(__file__).resolve().parent
 HOLD_APP = f"""
@@ -76,8 +77,7 @@ async def storm(port: int, clients: int, seconds: float) -> tuple[int, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -115,12 +115,7 @@ def main() -> None:
                 flush=True,
             )
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 if __name__ == "__main__":
