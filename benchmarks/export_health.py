@@ -11,7 +11,6 @@ Not part of the test suite: the figures depend on the machine.
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,32 +18,21 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
+from postgres import connected, execute, sqlalchemy_url
+from servers import free_port, stop_process
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 ROWS = 300_000
 PROBE_EVERY = 0.005
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def admin(sql: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+    await execute(f"{POSTGRES}/postgres", sql)
 
 
 async def seed(database: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
-    try:
+    async with connected(f"{POSTGRES}/{database}") as connection:
         await connection.execute("INSERT INTO owner (name) VALUES ('Big')")
         await connection.execute(
             "INSERT INTO item (name, description, price_cents, owner_id, created_at) "
@@ -52,13 +40,11 @@ async def seed(database: str) -> None:
             ROWS,
         )
         await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
 
 
 def start(project: Path, database: str, port: int) -> subprocess.Popen[str]:
-    asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
-    env = {**os.environ, "DATABASE_URL": f"{asyncpg_url}/{database}", "PYTHONPATH": str(project)}
+    database_url = f"{sqlalchemy_url(POSTGRES)}/{database}"
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(project)}
     command = [sys.executable, "-m", "uvicorn", "my_service:app", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--no-access-log"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
@@ -77,8 +63,7 @@ async def measure(base: str, database: str) -> tuple[list[float], float, int, in
     async def count_idle_in_transaction() -> int:
         # The service's sessions left inside a transaction while it waits on something else.
         most = 0
-        connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-        try:
+        async with connected(f"{POSTGRES}/postgres") as connection:
             while not done.is_set():
                 idle: int = await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity "
@@ -87,8 +72,6 @@ async def measure(base: str, database: str) -> tuple[list[float], float, int, in
                 )
                 most = max(most, idle)
                 await asyncio.sleep(0.02)
-        finally:
-            await connection.close()
         return most
 
     async def probe() -> None:
@@ -134,8 +117,7 @@ async def bench(project: Path) -> None:
         await seed(database)
         latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_process(server)
         await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     ms = [latency * 1000 for latency in latencies]
     print(

@@ -13,7 +13,6 @@ figures depend on the machine.
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,38 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from servers import free_port
 
 WORKERS = (1, 2, 4)
 CONNECTIONS = 200
 SECONDS = 15
 HOLD = 6.0
 
-SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"name": "Lamp", "price_cents": 100, "owner_id": 1}'
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) statuses = {} end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("statuses")) do
-      io.write(string.format("status %d %d\\n", status, count))
-    end
-  end
-  for _, p in ipairs({50, 99}) do
-    io.write(string.format("p%d %.1f\\n", p, latency:percentile(p) / 1000))
-  end
-end
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+SCRIPT = Path(__file__).resolve().parent / "wrk" / "count_statuses.lua"
 
 
 def hold_write_lock(database: Path, after: float, seconds: float) -> None:
@@ -137,8 +112,6 @@ def module_of(project: Path) -> str:
 
 def main() -> None:
     projects = [Path(argument) for argument in sys.argv[1:]] or [Path("example")]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(SCRIPT)
     for project in projects:
         print(f"{project}: POST /items, {CONNECTIONS} connections, {SECONDS} s per run")
         print(
@@ -148,7 +121,7 @@ def main() -> None:
         for hold in (False, True):
             baseline = None
             for workers in WORKERS:
-                statuses, latency = run(project.resolve(), workers, hold, Path(script.name))
+                statuses, latency = run(project.resolve(), workers, hold, SCRIPT)
                 created = statuses[201] / SECONDS
                 baseline = baseline or created
                 print(
@@ -158,7 +131,6 @@ def main() -> None:
                     f"| {latency.get('p99', float('nan')):.0f} |",
                     flush=True,
                 )
-    os.unlink(script.name)
 
 
 if __name__ == "__main__":
