@@ -2,11 +2,11 @@
 
 Usage: ``.venv/bin/python benchmarks/export_health.py [PROJECT ...]`` (default: ``example``),
 each PROJECT a rendering with the example domain. For each: create a fresh PostgreSQL
-database, start the project under uvicorn (one worker), seed one owner with 300,000 items,
-then download ``/owners/1/items.csv`` while probing ``/health`` every 5 ms on a connection
-of its own and watching ``pg_stat_activity``; print the probes' latency percentiles, the
-export's duration and size, and the most service connections seen idle in a transaction.
-Not part of the test suite: the figures depend on the machine.
+database, migrate it, start the project under uvicorn (one worker), seed one owner with
+300,000 items, then download ``/owners/1/items.csv`` while probing ``/health`` every 5 ms
+on a connection of its own and watching ``pg_stat_activity``; print the probes' latency
+percentiles, the export's duration and size, and the most service connections seen idle
+in a transaction. Not part of the test suite: the figures depend on the machine.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from postgres import connected, execute, sqlalchemy_url
 from servers import free_port, stop_process
+from testbed import create_tables
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 ROWS = 300_000
@@ -42,8 +43,7 @@ async def seed(database: str) -> None:
         await connection.execute("ANALYZE")
 
 
-def start(project: Path, database: str, port: int) -> subprocess.Popen[str]:
-    database_url = f"{sqlalchemy_url(POSTGRES)}/{database}"
+def start(project: Path, database_url: str, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(project)}
     command = [sys.executable, "-m", "uvicorn", "my_service:app", "--port", str(port)]
     process = subprocess.Popen(
@@ -110,14 +110,19 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def bench(project: Path) -> None:
     database = f"export_bench_{uuid.uuid4().hex[:10]}"
+    database_url = f"{sqlalchemy_url(POSTGRES)}/{database}"
     await admin(f'CREATE DATABASE "{database}"')
-    port = free_port()
-    server = start(project, database, port)
     try:
-        await seed(database)
-        latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
+        # The service refuses to start on a database behind its migrations.
+        create_tables(project, database_url)
+        port = free_port()
+        server = start(project, database_url, port)
+        try:
+            await seed(database)
+            latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
+        finally:
+            stop_process(server)
     finally:
-        stop_process(server)
         await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     ms = [latency * 1000 for latency in latencies]
     print(
