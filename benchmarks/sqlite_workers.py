@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,34 +53,14 @@ def run(
             **{name: value for name, value in os.environ.items() if name != "DATABASE_URL"},
             "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         }
-        python = sys.executable
         subprocess.run(
-            [python, "-m", "alembic", "upgrade", "head"],
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
             cwd=project,
             env=environment,
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                *(python, "-m", "uvicorn", f"{module_of(project)}:app", "--port", str(port)),
-                *("--workers", str(workers), "--no-access-log", "--log-level", "warning"),
-            ],
-            cwd=project,
-            env=environment,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    httpx.post(f"{base}/owners", json={"name": "Ada"}, timeout=5)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            time.sleep(2)  # every worker up
+        with serving(project, environment, workers) as base:
             if hold:
                 threading.Thread(
                     target=hold_write_lock, args=(database, SECONDS / 3, HOLD), daemon=True
@@ -92,9 +74,41 @@ def run(
                 text=True,
                 check=True,
             ).stdout
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+    return parse_wrk(output)
+
+
+@contextmanager
+def serving(project: Path, environment: dict[str, str], workers: int) -> Iterator[str]:
+    """uvicorn with ``workers`` workers on the project, for the block; yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", f"{module_of(project)}:app", "--port", str(port)),
+            *("--workers", str(workers), "--no-access-log", "--log-level", "warning"),
+        ],
+        cwd=project,
+        env=environment,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        # The first answered POST also creates owner 1, whom every item of the script names.
+        for _ in range(200):
+            try:
+                httpx.post(f"{base}/owners", json={"name": "Ada"}, timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        time.sleep(2)  # every worker up
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def parse_wrk(output: str) -> tuple[Counter[int], dict[str, float]]:
+    """The answers by status and the latency percentiles count_statuses.lua wrote."""
     statuses: Counter[int] = Counter()
     for status, count in re.findall(r"^status (\d+) (\d+)$", output, re.M):
         statuses[int(status)] += int(count)

@@ -29,9 +29,8 @@ class Matrix:
 
     def median(self, route: str, connections: int, server: str, metric: str) -> float:
         """The median over repetitions of one ``Point`` field."""
-        return statistics.median(
-            getattr(point, metric) for point in self.points[route, connections, server]
-        )
+        values = [getattr(point, metric) for point in self.points[route, connections, server]]
+        return float(statistics.median(values))
 
     def ratio(self, route: str, connections: int, ours: str, other: str) -> float:
         """The median over repetitions of ours / other, each repetition paired."""
