@@ -34,35 +34,14 @@ import processes
 from overload_tenfold import Overload, measure_overload
 from parallel_writers import WriterCheck, parallel_writers
 from report import Results, document
-from servers import CLIENT_CORE, Server, serving
+from servers import BENCHMARKS, CLIENT_CORE, Server, serving
 from testbed import DEFAULT_POSTGRES, MODULE, Service, Testbed, make_nplus1, testbed
 from throughput import Matrix, run_matrix
 
-BENCHMARKS = Path(__file__).resolve().parent
 TARGET = f"{MODULE}:app"
 POOL_SIZE = 10
 # The overload servers: the service with its guard, and the guard off behind uvicorn's limit.
 GUARDED, LIMITED = "ours", "ours, guard off, --limit-concurrency"
-
-
-def parse_arguments() -> argparse.Namespace:
-    """The command line: how long and how often each point runs, and where PostgreSQL is."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5, help="length of each wrk point")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each point")
-    parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--overload-seconds", type=float, default=8)
-    parser.add_argument("--writers-seconds", type=float, default=8)
-    parser.add_argument(
-        "--invalidations", type=int, default=200, help="samples of the two-instance latency"
-    )
-    parser.add_argument("--output", type=Path, help="also write the tables (Markdown) here")
-    parser.add_argument(
-        "--postgres",
-        default=DEFAULT_POSTGRES,
-        help="a PostgreSQL URL whose user may create databases",
-    )
-    return parser.parse_args()
 
 
 def main() -> None:
@@ -70,36 +49,50 @@ def main() -> None:
     args = parse_arguments()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     with testbed("bench", args.postgres) as bed:
-        base = {
-            "DATABASE_URL": bed.database_url,
-            "CREATE_TABLES": "false",
-            "DATABASE_POOL_SIZE": str(POOL_SIZE),
-        }
+        base, throughput = environments(bed, args.connections)
         service = Service.read(bed.project, base, POOL_SIZE)
-        # For throughput, the guard's line holds every connection wrk opens: the route is
-        # measured, not the guard. The overload scenario runs the shipped defaults.
-        throughput = {
-            **base,
-            "GUARD_MAX_WAITING": str(max(args.connections)),
-            "GUARD_WAIT_TIMEOUT": "10",
-        }
         routes, matrix = measure_routes(bed, base, throughput if service.has_guard else base, args)
         overload, writers = measure_overload_and_writers(bed, base, service, args)
-        print("several processes", flush=True)
-        several = processes.several_processes(
-            bed, base, throughput, max(args.connections), args.repeats, args.seconds,
-            args.invalidations,
-        )  # fmt: skip
-        text = document(
-            Results(
-                bed.tag_links, args.repeats, args.seconds, args.connections, args.writers_seconds,
-                service, routes, matrix, overload, GUARDED, LIMITED, writers, several,
-                minutes=bed.minutes(),
-            )
-        )  # fmt: skip
+        several = measure_several_processes(bed, base, throughput, args)
+        results = Results(
+            tag_links=bed.tag_links,
+            repeats=args.repeats,
+            seconds=args.seconds,
+            connection_counts=args.connections,
+            writers_seconds=args.writers_seconds,
+            service=service,
+            routes=routes,
+            matrix=matrix,
+            overload=overload,
+            guarded=GUARDED,
+            limited=LIMITED,
+            writers=writers,
+            several=several,
+            minutes=bed.minutes(),
+        )
+    text = document(results)
     print("\n" + text)
     if args.output:
         args.output.write_text(text + "\n")
+
+
+def environments(
+    bed: Testbed, connection_counts: list[int]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The service's environment as shipped (base), and as the throughput points run it."""
+    base = {
+        "DATABASE_URL": bed.database_url,
+        "CREATE_TABLES": "false",
+        "DATABASE_POOL_SIZE": str(POOL_SIZE),
+    }
+    # For throughput, the guard's line holds every connection wrk opens: the route is
+    # measured, not the guard. The overload scenario runs the shipped defaults.
+    throughput = {
+        **base,
+        "GUARD_MAX_WAITING": str(max(connection_counts)),
+        "GUARD_WAIT_TIMEOUT": "10",
+    }
+    return base, throughput
 
 
 def measure_routes(
@@ -143,6 +136,37 @@ def measure_overload_and_writers(
         print("parallel writers", flush=True)
         writers = parallel_writers(guarded, bed.dsn, 128, args.writers_seconds)
     return overload, writers
+
+
+def measure_several_processes(
+    bed: Testbed, base: dict[str, str], throughput: dict[str, str], args: argparse.Namespace
+) -> processes.SeveralProcesses:
+    """Step 7, at the largest connection count."""
+    print("several processes", flush=True)
+    return processes.several_processes(
+        bed, base, throughput, max(args.connections), args.repeats, args.seconds,
+        args.invalidations,
+    )  # fmt: skip
+
+
+def parse_arguments() -> argparse.Namespace:
+    """The command line: how long and how often each point runs, and where PostgreSQL is."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5, help="length of each wrk point")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each point")
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--overload-seconds", type=float, default=8)
+    parser.add_argument("--writers-seconds", type=float, default=8)
+    parser.add_argument(
+        "--invalidations", type=int, default=200, help="samples of the two-instance latency"
+    )
+    parser.add_argument("--output", type=Path, help="also write the tables (Markdown) here")
+    parser.add_argument(
+        "--postgres",
+        default=DEFAULT_POSTGRES,
+        help="a PostgreSQL URL whose user may create databases",
+    )
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
   service (POST /items, two workers, ``CACHE_NOTIFY`` true / false) and on raw committing
   transactions (INSERT + ``pg_notify`` against INSERT + a plain SELECT: the same round
   trips, so the difference is the notification's own cost).
+
+``several_processes`` starts the servers each point needs, measures them in turn and returns
+what ``report.py`` prints.
 """
 
 import asyncio
@@ -19,7 +22,6 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,7 +29,7 @@ import uvloop
 from dataset import ITEMS, SEED
 from loadclient import Connection, percentile
 from postgres import connected
-from servers import BOTH_CORES, HOST, Server, serving
+from servers import BENCHMARKS, BOTH_CORES, HOST, Server, serving
 from testbed import MODULE, Testbed
 from wrk_driver import wrk
 
@@ -87,10 +89,7 @@ def several_processes(
     instances, and write throughput with NOTIFY on and off."""
     target = f"{MODULE}:app"
     ours = Server("ours", 8611, bed.project, target, throughput, workers=2, cores=BOTH_CORES)
-    ceiling = Server(
-        "ceiling", 8612, Path(__file__).resolve().parent, "ceiling:app", base,
-        workers=2, cores=BOTH_CORES,
-    )  # fmt: skip
+    ceiling = Server("ceiling", 8612, BENCHMARKS, "ceiling:app", base, workers=2, cores=BOTH_CORES)
     with serving(bed.work, ours, ceiling):
         workers = two_workers(ours, ceiling, connections, repeats, seconds)
     # The NOTIFY pair starts fresh, side by side: reusing the server the points above had

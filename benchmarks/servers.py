@@ -21,6 +21,7 @@ from typing import Any
 HOST = "127.0.0.1"
 SERVER_CORE, CLIENT_CORE, BOTH_CORES = "0", "1", "0,1"
 VENV_BIN = Path(sys.executable).parent
+BENCHMARKS = Path(__file__).resolve().parent  # a Server's directory for ``ceiling:app``
 
 
 @dataclass
