@@ -32,7 +32,7 @@ from pathlib import Path
 
 import processes
 from overload_tenfold import Overload, measure_overload
-from parallel_writers import WriterCheck, parallel_writers
+from parallel_writers import WRITERS, WriterCheck, parallel_writers
 from report import Results, document
 from servers import BENCHMARKS, CLIENT_CORE, Server, serving
 from testbed import DEFAULT_POSTGRES, MODULE, Service, Testbed, make_nplus1, testbed
@@ -134,7 +134,7 @@ def measure_overload_and_writers(
                 [guarded, limited], service.capacity, args.repeats, args.overload_seconds
             )
         print("parallel writers", flush=True)
-        writers = parallel_writers(guarded, bed.dsn, 128, args.writers_seconds)
+        writers = parallel_writers(guarded, bed.dsn, WRITERS, args.writers_seconds)
     return overload, writers
 
 

@@ -18,6 +18,8 @@ from loadclient import BROKEN, CLIENT_TIMEOUT, TIMEOUT, Connection, Response, ru
 from postgres import connected
 from servers import HOST, Server
 
+WRITERS = 128  # clients writing at once
+
 
 @dataclass
 class WriterCheck:

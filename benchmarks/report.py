@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from dataset import BATCH_ROWS, ITEMS, OWNERS, PAGE, SEED, TAGS
 from loadclient import CLIENT_TIMEOUT, percentile
 from overload_tenfold import LoadRun, Overload
-from parallel_writers import WriterCheck
+from parallel_writers import WRITERS, WriterCheck
 from processes import SeveralProcesses
 from testbed import Service
 from throughput import Matrix
@@ -220,8 +220,9 @@ def _median(runs: list[LoadRun], metric: Callable[[LoadRun], float]) -> float:
 def writers_table(check: WriterCheck, seconds: float) -> list[str]:
     """What the parallel writers were told, against what the table holds."""
     return [
-        f"Parallel writers: 128 clients for {seconds:g} s, each looping POST /items (with tags) "
-        "then GET /items/{id}; afterwards the table is compared with what was acknowledged.",
+        f"Parallel writers: {WRITERS} clients for {seconds:g} s, each looping POST /items "
+        "(with tags) then GET /items/{id}; afterwards the table is compared with what was "
+        "acknowledged.",
         "",
         row(
             "acknowledged creates",
