@@ -2,16 +2,15 @@
 
 Usage: ``.venv/bin/python benchmarks/export_health.py [PROJECT ...]`` (default: ``example``),
 each PROJECT a rendering with the example domain. For each: create a fresh PostgreSQL
-database, start the project under uvicorn (one worker), seed one owner with 300,000 items,
-then download ``/owners/1/items.csv`` while probing ``/health`` every 5 ms on a connection
-of its own and watching ``pg_stat_activity``; print the probes' latency percentiles, the
-export's duration and size, and the most service connections seen idle in a transaction.
-Not part of the test suite: the figures depend on the machine.
+database, migrate it, start the project under uvicorn (one worker), seed one owner with
+300,000 items, then download ``/owners/1/items.csv`` while probing ``/health`` every 5 ms
+on a connection of its own and watching ``pg_stat_activity``; print the probes' latency
+percentiles, the export's duration and size, and the most service connections seen idle
+in a transaction. Not part of the test suite: the figures depend on the machine.
 """
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,32 +18,22 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
+from postgres import connected, execute, sqlalchemy_url
+from servers import free_port, stop_process
+from testbed import create_tables
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 ROWS = 300_000
 PROBE_EVERY = 0.005
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def admin(sql: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+    await execute(f"{POSTGRES}/postgres", sql)
 
 
 async def seed(database: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
-    try:
+    async with connected(f"{POSTGRES}/{database}") as connection:
         await connection.execute("INSERT INTO owner (name) VALUES ('Big')")
         await connection.execute(
             "INSERT INTO item (name, description, price_cents, owner_id, created_at) "
@@ -52,13 +41,10 @@ async def seed(database: str) -> None:
             ROWS,
         )
         await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
 
 
-def start(project: Path, database: str, port: int) -> subprocess.Popen[str]:
-    asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
-    env = {**os.environ, "DATABASE_URL": f"{asyncpg_url}/{database}", "PYTHONPATH": str(project)}
+def start(project: Path, database_url: str, port: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(project)}
     command = [sys.executable, "-m", "uvicorn", "my_service:app", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--no-access-log"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
@@ -77,8 +63,7 @@ async def measure(base: str, database: str) -> tuple[list[float], float, int, in
     async def count_idle_in_transaction() -> int:
         # The service's sessions left inside a transaction while it waits on something else.
         most = 0
-        connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-        try:
+        async with connected(f"{POSTGRES}/postgres") as connection:
             while not done.is_set():
                 idle: int = await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity "
@@ -87,8 +72,6 @@ async def measure(base: str, database: str) -> tuple[list[float], float, int, in
                 )
                 most = max(most, idle)
                 await asyncio.sleep(0.02)
-        finally:
-            await connection.close()
         return most
 
     async def probe() -> None:
@@ -127,15 +110,19 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def bench(project: Path) -> None:
     database = f"export_bench_{uuid.uuid4().hex[:10]}"
+    database_url = f"{sqlalchemy_url(POSTGRES)}/{database}"
     await admin(f'CREATE DATABASE "{database}"')
-    port = free_port()
-    server = start(project, database, port)
     try:
-        await seed(database)
-        latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
+        # The service refuses to start on a database behind its migrations.
+        create_tables(project, database_url)
+        port = free_port()
+        server = start(project, database_url, port)
+        try:
+            await seed(database)
+            latencies, duration, size, idle = await measure(f"http://127.0.0.1:{port}", database)
+        finally:
+            stop_process(server)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     ms = [latency * 1000 for latency in latencies]
     print(

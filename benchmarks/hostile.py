@@ -34,8 +34,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import asyncpg
 import httpx
+from postgres import connected, execute, sqlalchemy_url
+from servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,13 +44,6 @@ POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1
 EXPORT_ROWS = 200_000
 SEND_TIMEOUT = 5.0
 PROBES = 40
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def server_command(name: str, port: int) -> list[str]:
@@ -82,17 +76,8 @@ def server_command(name: str, port: int) -> list[str]:
     return command
 
 
-async def admin(sql: str, database: str = "postgres") -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 async def seed(database: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES}/{database}")
-    try:
+    async with connected(f"{POSTGRES}/{database}") as connection:
         await connection.execute("INSERT INTO owner (name) VALUES ('Big'), ('Small')")
         await connection.execute(
             "INSERT INTO item (name, description, price_cents, owner_id, created_at) "
@@ -105,8 +90,6 @@ async def seed(database: str) -> None:
             "INSERT INTO itemtaglink (item_id, tag_id) SELECT id, 1 + id % 2 FROM item"
         )
         await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
 
 
 class Server:
@@ -114,10 +97,9 @@ class Server:
         self.name = name
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
         env = {
             **os.environ,
-            "DATABASE_URL": f"{asyncpg_url}/{database}",
+            "DATABASE_URL": f"{sqlalchemy_url(POSTGRES)}/{database}",
             "PYTHONPATH": str(project),
             "SEND_TIMEOUT": str(SEND_TIMEOUT),
             "HEADER_READ_TIMEOUT": "10",
@@ -145,12 +127,7 @@ class Server:
         raise RuntimeError(f"{self.name} did not start")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 async def stalled(server: Server, request: bytes, count: int) -> list[socket.socket]:
@@ -357,13 +334,12 @@ async def main() -> None:
     options = parser.parse_args()
     project = options.project.resolve()
     database = f"hostile_{uuid.uuid4().hex[:10]}"
-    await admin(f'CREATE DATABASE "{database}"')
+    await execute(f"{POSTGRES}/postgres", f'CREATE DATABASE "{database}"')
     try:
-        asyncpg_url = POSTGRES.replace("postgresql://", "postgresql+asyncpg://", 1)
         subprocess.run(
             [str(BIN / "alembic"), "upgrade", "head"],
             cwd=project,
-            env={**os.environ, "DATABASE_URL": f"{asyncpg_url}/{database}"},
+            env={**os.environ, "DATABASE_URL": f"{sqlalchemy_url(POSTGRES)}/{database}"},
             check=True,
             capture_output=True,
         )
@@ -385,7 +361,7 @@ async def main() -> None:
                     finally:
                         server.stop()
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await execute(f"{POSTGRES}/postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ wrk reports one latency distribution for all responses; under overload the bench
 admitted requests and 503s apart, client timeouts counted, and (for the parallel writers)
 each response's body. Each virtual client owns one keep-alive connection, sends a request,
 waits for its answer or the timeout, and never retries: a timed-out request is counted and
-its connection replaced.
+its connection replaced. ``LoadResult`` sorts what a load got back: admitted, refused, lost.
 """
 
 import asyncio
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+CLIENT_TIMEOUT = 5.0  # how long the benchmarks' clients, wrk's included, wait for an answer
 TIMEOUT = -1  # the status recorded for a request that got no answer in time
 BROKEN = -2  # the status recorded for a request whose connection failed
 
@@ -111,3 +112,59 @@ async def run_workers(
     """Run ``worker(number, deadline)`` for each of ``clients`` numbers, all at once."""
     deadline = time.perf_counter() + seconds
     await asyncio.gather(*(worker(number, deadline) for number in range(clients)))
+
+
+def percentile(values: list[float], percent: float) -> float:
+    """The ``percent`` percentile of ``values`` (nearest rank), or nan if there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+
+
+@dataclass
+class LoadResult:
+    """What a load got back over ``seconds``: admitted, refused (503) and lost requests."""
+
+    seconds: float
+    responses: list[Response]
+
+    def of(self, predicate: Callable[[int], bool]) -> list[Response]:
+        """The responses whose status ``predicate`` accepts."""
+        return [response for response in self.responses if predicate(response.status)]
+
+    @property
+    def goodput(self) -> float:
+        """Admitted (2xx) responses a second."""
+        return len(self.of(_admitted)) / self.seconds
+
+    def p99_admitted(self) -> float:
+        """The 99th percentile of the admitted responses' latency, in seconds."""
+        return percentile([response.seconds for response in self.of(_admitted)], 99)
+
+    @property
+    def refused(self) -> int:
+        """The 503s."""
+        return len(self.of(_refused))
+
+    def median_refusal(self) -> float:
+        """The median latency of the 503s, in seconds."""
+        return percentile([response.seconds for response in self.of(_refused)], 50)
+
+    @property
+    def timeouts(self) -> int:
+        """Requests that got no answer within the client's timeout."""
+        return len(self.of(lambda status: status == TIMEOUT))
+
+    @property
+    def failures(self) -> int:
+        """Broken connections and answers neither admitted nor refused."""
+        return len(self.of(lambda status: status == BROKEN or (status >= 300 and status != 503)))
+
+
+def _admitted(status: int) -> bool:
+    return 200 <= status < 300
+
+
+def _refused(status: int) -> bool:
+    return status == 503

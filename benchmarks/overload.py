@@ -21,8 +21,6 @@ import asyncio
 import os
 import random
 import resource
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,58 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
-from bench import (
-    HOST,
-    ITEMS,
-    MODULE,
-    PAGE,
-    SEED,
-    Server,
-    create_tables,
-    postgres,
-    render,
-    seed,
-    settings_of,
-)
-from loadclient import BROKEN, TIMEOUT, Connection, Response
+from dataset import PAGE, SEED, list_path
+from loadclient import CLIENT_TIMEOUT, Connection, LoadResult, Response, percentile
+from servers import CLIENT_CORE, HOST, Server, serving
+from testbed import DEFAULT_POSTGRES, MODULE, Testbed, settings_of, testbed
 
-CLIENT_TIMEOUT = 5.0
+TARGET = f"{MODULE}:app"
 
 
 @dataclass
-class Outcome:
-    """What one scenario got back from one server."""
+class Outcome(LoadResult):
+    """What one scenario got back from one server, with /health meanwhile."""
 
-    seconds: float
-    responses: list[Response]
     health: list[float] = field(default_factory=list)
     client_cpu: float = 0.0
     guard: dict[str, float] = field(default_factory=dict)
-
-    def of(self, predicate: Callable[[int], bool]) -> list[Response]:
-        return [response for response in self.responses if predicate(response.status)]
-
-    @property
-    def goodput(self) -> float:
-        return len(self.of(lambda status: 200 <= status < 300)) / self.seconds
-
-    def p99_admitted(self) -> float:
-        return percentile([r.seconds for r in self.of(lambda s: 200 <= s < 300)], 99)
-
-    @property
-    def refused(self) -> int:
-        return len(self.of(lambda status: status == 503))
-
-    def median_refusal(self) -> float:
-        return percentile([r.seconds for r in self.of(lambda s: s == 503)], 50)
-
-    @property
-    def timeouts(self) -> int:
-        return len(self.of(lambda status: status == TIMEOUT))
-
-    @property
-    def failures(self) -> int:
-        return len(self.of(lambda s: s == BROKEN or (s >= 300 and s != 503)))
 
     def health_p99(self) -> float:
         return percentile([latency for latency in self.health if latency >= 0], 99)
@@ -89,17 +50,6 @@ class Outcome:
     @property
     def health_failures(self) -> int:
         return sum(1 for latency in self.health if latency < 0)
-
-
-def percentile(values: list[float], percent: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
-
-
-def list_path(rng: random.Random) -> str:
-    return f"/items?limit={PAGE}&after={rng.randrange(ITEMS - PAGE)}"
 
 
 async def probe_health(port: int, until: asyncio.Event, latencies: list[float]) -> None:
@@ -237,8 +187,7 @@ SCENARIOS = ("storm", "polite", "open 1.5x", "open 3x", "open 10x", "burst")
 def run_server(
     server: Server, work: Path, args: argparse.Namespace, capacity_rate: float | None
 ) -> tuple[dict[str, Outcome], float]:
-    server.start(work)
-    try:
+    with serving(work, server):
         measure(server, lambda: closed_loop(server.port, 4, 1.0, False), probe=False)  # warm up
         unloaded = measure(server, lambda: closed_loop(server.port, 1, 2.0, False), probe=False)
         at_capacity = measure(
@@ -268,8 +217,6 @@ def run_server(
             bursts[-1].guard,
         )
         return outcomes, rate
-    finally:
-        server.stop()
 
 
 def report(results: dict[str, dict[str, Outcome]], rate: float, args: argparse.Namespace) -> str:
@@ -323,7 +270,7 @@ def _limit(outcome: Outcome) -> str:
     return "-" if limit is None else f"{limit:.0f}"
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4, help="length of each scenario")
     parser.add_argument("--capacity-clients", type=int, default=10)
@@ -337,58 +284,51 @@ def main() -> None:
         help="also measure the guarded service with these settings, repeatable",
     )
     parser.add_argument("--no-baselines", action="store_true", help="measure the guard only")
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get(
-            "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    args = parser.parse_args()
-    os.sched_setaffinity(0, {1})
-    began = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="sqlmodel-starter-overload-"))
-    database = f"overload_{os.getpid()}"
-    dsn = f"{args.postgres.rsplit('/', 1)[0]}/{database}"
-    database_url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        project = render(work)
-        asyncio.run(postgres(args.postgres, f'CREATE DATABASE "{database}"'))
-        create_tables(project, database_url)
-        asyncio.run(seed(dsn))
-        base = {"DATABASE_URL": database_url, "CREATE_TABLES": "false"}
-        settings = settings_of(project, base)
-        ceiling = int(settings["guard_max_in_flight"]) + int(settings["guard_max_waiting"])
-        servers = [
-            Server("guard", 18411, project, f"{MODULE}:app", base),
-            Server("no guard", 18412, project, f"{MODULE}:app", {**base, "GUARD_ENABLED": "false"}),
-            Server(
-                f"--limit-concurrency {ceiling}", 18413, project, f"{MODULE}:app",
-                {**base, "GUARD_ENABLED": "false"}, ["--limit-concurrency", str(ceiling)],
-            ),
-        ]  # fmt: skip
-        if args.no_baselines:
-            servers = servers[:1]
-        for number, variant in enumerate(args.variant):
-            settings_changed = dict(pair.split("=", 1) for pair in variant.split(","))
-            servers.append(
-                Server(f"guard, {variant}", 18414 + number, project, f"{MODULE}:app",
-                       {**base, **settings_changed}),
-            )  # fmt: skip
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments()
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    with testbed("overload", args.postgres) as bed:
         results: dict[str, dict[str, Outcome]] = {}
         rate: float | None = None
-        for server in servers:
+        for server in servers_to_measure(bed, args):
             print(f"measuring {server.name}", flush=True)
-            results[server.name], measured = run_server(server, work, args, rate)
+            results[server.name], measured = run_server(server, bed.work, args, rate)
             rate = rate or measured
         assert rate is not None
         text = report(results, rate, args)
-        text += f"\n\nThe run took {(time.perf_counter() - began) / 60:.1f} minutes."
-        print("\n" + text)
-        if args.output:
-            args.output.write_text(text + "\n")
-    finally:
-        asyncio.run(postgres(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        shutil.rmtree(work, ignore_errors=True)
+        text += f"\n\nThe run took {bed.minutes():.1f} minutes."
+    print("\n" + text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+def servers_to_measure(bed: Testbed, args: argparse.Namespace) -> list[Server]:
+    """The guard, then (unless ``--no-baselines``) its baselines, then each ``--variant``."""
+    base = {"DATABASE_URL": bed.database_url, "CREATE_TABLES": "false"}
+    settings = settings_of(bed.project, base)
+    ceiling = int(settings["guard_max_in_flight"]) + int(settings["guard_max_waiting"])
+    unguarded = {**base, "GUARD_ENABLED": "false"}
+    servers = [
+        Server("guard", 18411, bed.project, TARGET, base),
+        Server("no guard", 18412, bed.project, TARGET, unguarded),
+        Server(
+            f"--limit-concurrency {ceiling}", 18413, bed.project, TARGET, unguarded,
+            ["--limit-concurrency", str(ceiling)],
+        ),
+    ]  # fmt: skip
+    if args.no_baselines:
+        servers = servers[:1]
+    for number, variant in enumerate(args.variant):
+        settings_changed = dict(pair.split("=", 1) for pair in variant.split(","))
+        servers.append(
+            Server(f"guard, {variant}", 18414 + number, bed.project, TARGET,
+                   {**base, **settings_changed}),
+        )  # fmt: skip
+    return servers
 
 
 if __name__ == "__main__":

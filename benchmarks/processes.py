@@ -12,22 +12,27 @@
   service (POST /items, two workers, ``CACHE_NOTIFY`` true / false) and on raw committing
   transactions (INSERT + ``pg_notify`` against INSERT + a plain SELECT: the same round
   trips, so the difference is the notification's own cost).
+
+``several_processes`` starts the servers each point needs, measures them in turn and returns
+what ``report.py`` prints.
 """
 
 import asyncio
 import random
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import uvloop
-from loadclient import Connection
+from dataset import ITEMS, SEED
+from loadclient import Connection, percentile
+from postgres import connected
+from servers import BENCHMARKS, BOTH_CORES, HOST, Server, serving
+from testbed import MODULE, Testbed
+from wrk_driver import wrk
 
-BOTH_CORES = "0,1"
 NOTIFY_CHANNEL = "bench_notify"
 INSERT = "INSERT INTO notify_bench (client) VALUES ($1)"
 
@@ -60,32 +65,70 @@ class Latencies:
     never_seen: int = 0
 
 
-def percentile(values: list[float], percent: float) -> float:
-    """The ``percent`` percentile of ``values`` (nearest rank), or nan if there are none."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+@dataclass
+class SeveralProcesses:
+    """What the several-process points measured, at ``connections`` connections."""
+
+    connections: int
+    workers: dict[str, Paired]
+    latencies: Latencies
+    service_writes: Paired
+    database_writes: dict[int, Paired]
 
 
-def two_workers(
-    ours: Any,
-    ceiling: Any,
-    scripts: dict[str, Path],
-    wrk: Callable[..., Any],
+def several_processes(
+    bed: Testbed,
+    base: dict[str, str],
+    throughput: dict[str, str],
     connections: int,
     repeats: int,
     seconds: float,
+    invalidations: int,
+) -> SeveralProcesses:
+    """Two workers against the ceiling with two, the invalidation latency between two
+    instances, and write throughput with NOTIFY on and off."""
+    target = f"{MODULE}:app"
+    ours = Server("ours", 8611, bed.project, target, throughput, workers=2, cores=BOTH_CORES)
+    ceiling = Server("ceiling", 8612, BENCHMARKS, "ceiling:app", base, workers=2, cores=BOTH_CORES)
+    with serving(bed.work, ours, ceiling):
+        workers = two_workers(ours, ceiling, connections, repeats, seconds)
+    # The NOTIFY pair starts fresh, side by side: reusing the server the points above had
+    # warmed made NOTIFY look 1.3-1.5x faster, which two fresh servers did not confirm.
+    notifying = Server("ours", 8616, bed.project, target, throughput, workers=2, cores=BOTH_CORES)
+    quiet_env = {**throughput, "CACHE_NOTIFY": "false"}
+    quiet = Server(
+        "ours, no NOTIFY", 8613, bed.project, target, quiet_env, workers=2, cores=BOTH_CORES
+    )
+    with serving(bed.work, notifying, quiet):
+        service_writes = notify_writes(notifying, quiet, connections, repeats, seconds)
+    writer = Server("instance A", 8614, bed.project, target, base, cores=BOTH_CORES)
+    reader = Server("instance B", 8615, bed.project, target, base, cores=BOTH_CORES)
+    with serving(bed.work, writer, reader):
+        latencies = invalidation_latency(HOST, writer.port, reader.port, ITEMS, invalidations, SEED)
+    print(
+        f"  invalidation: p50 {percentile(latencies.from_ack, 50) * 1000:.2f} ms "
+        f"p99 {percentile(latencies.from_ack, 99) * 1000:.2f} ms after the write",
+        flush=True,
+    )
+    # One connection alone, then 32 at once: the lock shows only when commits contend.
+    database_writes = {
+        clients: raw_commits(bed.dsn, clients, seconds, repeats) for clients in (1, 32)
+    }
+    return SeveralProcesses(connections, workers, latencies, service_writes, database_writes)
+
+
+def two_workers(
+    ours: Server, ceiling: Server, connections: int, repeats: int, seconds: float
 ) -> dict[str, Paired]:
     """The list and get-one routes on two-worker servers, taking turns, wrk on both cores."""
     points: dict[str, Paired] = {}
     for route in ("list", "get"):
         for server in (ours, ceiling):
-            wrk(server, scripts[route], connections, 2, client_cores=BOTH_CORES)
+            wrk(server, route, connections, 2, client_cores=BOTH_CORES)
         points[route] = paired = Paired()
         for repetition in range(repeats):
             for server, runs in ((ours, paired.ours), (ceiling, paired.theirs)):
-                point = wrk(server, scripts[route], connections, seconds, client_cores=BOTH_CORES)
+                point = wrk(server, route, connections, seconds, client_cores=BOTH_CORES)
                 runs.append(point.rps)
                 print(
                     f"  {route:5} 2 workers c={connections} rep {repetition + 1} "
@@ -94,6 +137,27 @@ def two_workers(
                     flush=True,
                 )
     return points
+
+
+def notify_writes(
+    notifying: Server, quiet: Server, connections: int, repeats: int, seconds: float
+) -> Paired:
+    """POST /items on two-worker servers with the cache's NOTIFY on (ours) and off (theirs)."""
+    writes = Paired()
+    for server in (notifying, quiet):
+        wrk(server, "create", connections, 2, client_cores=BOTH_CORES)
+    for repetition in range(repeats):
+        turns = [(notifying, writes.ours), (quiet, writes.theirs)]
+        # Each repetition swaps who goes first: the table grows with every create.
+        for server, runs in turns if repetition % 2 == 0 else turns[::-1]:
+            point = wrk(server, "create", connections, seconds, client_cores=BOTH_CORES)
+            runs.append(point.rps)
+            print(
+                f"  create 2 workers c={connections} rep {repetition + 1} {server.name:20} "
+                f"{point.rps:8.0f} req/s  non-2xx {point.non2xx}",
+                flush=True,
+            )
+    return writes
 
 
 def invalidation_latency(
@@ -147,8 +211,7 @@ async def commit_rate(dsn: str, clients: int, seconds: float, notify: bool) -> f
     """Transactions committed per second by ``clients`` connections, each doing an INSERT and
     then ``pg_notify`` (or, with ``notify`` false, a SELECT of the same payload), with one
     connection listening, as the service's processes do."""
-    setup = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn) as setup:
         await setup.execute(
             "CREATE TABLE IF NOT EXISTS notify_bench (id bigserial PRIMARY KEY, client int)"
         )
@@ -173,8 +236,6 @@ async def commit_rate(dsn: str, clients: int, seconds: float, notify: bool) -> f
         for connection in connections:
             await connection.close()
         return committed / elapsed
-    finally:
-        await setup.close()
 
 
 def raw_commits(dsn: str, clients: int, seconds: float, repeats: int) -> Paired:
@@ -191,70 +252,3 @@ def raw_commits(dsn: str, clients: int, seconds: float, repeats: int) -> Paired:
                 flush=True,
             )
     return paired
-
-
-def report(
-    workers: dict[str, Paired],
-    one_worker: dict[str, float],
-    latencies: Latencies,
-    service_writes: Paired,
-    database_writes: dict[int, Paired],
-    connections: int,
-) -> list[str]:
-    """The Markdown tables of the several-process points."""
-    labels = {"list": "GET /items?limit=50 (owner + tags)", "get": "GET /items/{id} (random ids)"}
-    lines = [
-        f"Two workers on two cores (uvicorn `--workers 2`, both servers, wrk and PostgreSQL "
-        f"sharing the two cores), {connections} connections:",
-        "",
-        "| route | ours req/s | ceiling req/s | ours / ceiling, 2 workers | "
-        "ours / ceiling, 1 worker (above) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for route, paired in workers.items():
-        lines.append(
-            f"| {labels[route]} | {statistics.median(paired.ours):,.0f} "
-            f"| {statistics.median(paired.theirs):,.0f} | {paired.ratio():.2f}x "
-            f"| {one_worker[route]:.2f}x |"
-        )
-    empty = sum(paired.empty_runs() for paired in workers.values())
-    if empty:
-        lines += ["", f"{empty} runs got no answer at all and are left out of the ratios."]
-    samples = len(latencies.from_ack) + latencies.never_seen
-    lines += [
-        "",
-        f"Invalidation between two instances: {samples} PATCHes through instance A of an item "
-        "instance B had cached, each followed by reads through B until one showed the new "
-        "price.",
-        "",
-        "| time | p50 ms | p90 ms | p99 ms | max ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for name, values in (
-        ("A's acknowledgement to B's first fresh read", latencies.from_ack),
-        ("PATCH sent to B's first fresh read", latencies.from_send),
-        ("B's cached read (for scale)", latencies.cached_reads),
-    ):
-        cells = [f"{percentile(values, p) * 1000:.2f}" for p in (50, 90, 99)]
-        lines.append(f"| {name} | {' | '.join(cells)} | {max(values, default=0) * 1000:.2f} |")
-    lines += [
-        "",
-        f"Reads through B that still showed the old price after A's acknowledgement: "
-        f"{latencies.stale_after_ack} over the {samples} samples; samples never fresh within "
-        f"5 s: {latencies.never_seen}.",
-        "",
-        "Write throughput with the cache's NOTIFY on and off:",
-        "",
-        "| writes | NOTIFY on /s | NOTIFY off /s | on / off |",
-        "| --- | ---: | ---: | ---: |",
-        f"| POST /items (with tags), 2 workers, {connections} connections, `CACHE_NOTIFY` "
-        f"| {statistics.median(service_writes.ours):,.0f} "
-        f"| {statistics.median(service_writes.theirs):,.0f} | {service_writes.ratio():.2f}x |",
-    ]
-    for clients, paired in database_writes.items():
-        lines.append(
-            f"| raw transactions, {clients} connection{'s' if clients > 1 else ''}: "
-            f"INSERT + `pg_notify` vs INSERT + SELECT | {statistics.median(paired.ours):,.0f} "
-            f"| {statistics.median(paired.theirs):,.0f} | {paired.ratio():.2f}x |"
-        )
-    return lines

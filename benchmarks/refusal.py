@@ -10,6 +10,7 @@ Run: ``.venv/bin/python benchmarks/refusal.py``.
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import uvloop
-from bench import HOST, MODULE, render
 from loadclient import Connection
+from servers import CLIENT_CORE, HOST, cpu_ticks, stop_process
+from testbed import MODULE, create_tables, render
 
 BENCHMARKS = Path(__file__).resolve().parent
 HOLD_APP = f"""
@@ -76,51 +78,63 @@ async def storm(port: int, clients: int, seconds: float) -> tuple[int, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
-    os.sched_setaffinity(0, {1})
-    work = Path(tempfile.mkdtemp(prefix="sqlmodel-starter-refusal-"))
-    project = render(work)
-    (project / "hold_app.py").write_text(HOLD_APP)
-    base = {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'refusal.db'}",
-        "GUARD_MAX_IN_FLIGHT": "1",
-        "GUARD_MAX_WAITING": "0",
-        "GUARD_ADAPTIVE": "false",
-    }
-    variants = [
-        ("guard (ASGI middleware)", ["--http", "httptools"], base),
-        ("guard, refused in the protocol", ["--http", "early_refusal:EarlyRefusal"], base),
-        ("uvicorn --limit-concurrency, no guard",
-         ["--http", "httptools", "--limit-concurrency", "2"], {**base, "GUARD_ENABLED": "false"}),
-    ]  # fmt: skip
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
-    print("| variant | refusals/s | server CPU | CPU per refusal us | other answers |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for number, (name, extra, environment) in enumerate(variants):
-        process = start(project, 8121 + number, extra, environment)
-        try:
-            before = cpu_seconds(process.pid)
-            started = time.perf_counter()
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                refused, other = runner.run(storm(8121 + number, 64, seconds))
-            elapsed = time.perf_counter() - started - 0.5
-            used = cpu_seconds(process.pid) - before
-            print(
-                f"| {name} | {refused / elapsed:,.0f} | {used / elapsed:.0%} "
-                f"| {used / max(refused, 1) * 1e6:.0f} | {other} |",
-                flush=True,
-            )
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    work = Path(tempfile.mkdtemp(prefix="sqlmodel-starter-refusal-"))
+    try:
+        project = render(work)
+        (project / "hold_app.py").write_text(HOLD_APP)
+        base = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'refusal.db'}",
+            "GUARD_MAX_IN_FLIGHT": "1",
+            "GUARD_MAX_WAITING": "0",
+            "GUARD_ADAPTIVE": "false",
+        }
+        # The service refuses to start on a database behind its migrations.
+        create_tables(project, base["DATABASE_URL"])
+        variants = [
+            ("guard (ASGI middleware)", ["--http", "httptools"], base),
+            ("guard, refused in the protocol", ["--http", "early_refusal:EarlyRefusal"], base),
+            ("uvicorn --limit-concurrency, no guard",
+             ["--http", "httptools", "--limit-concurrency", "2"],
+             {**base, "GUARD_ENABLED": "false"}),
+        ]  # fmt: skip
+        print("| variant | refusals/s | server CPU | CPU per refusal us | other answers |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for number, (name, extra, environment) in enumerate(variants):
+            row = refusal_row(project, 8121 + number, name, extra, environment, seconds)
+            print(row, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def refusal_row(
+    project: Path,
+    port: int,
+    name: str,
+    extra: list[str],
+    environment: dict[str, str],
+    seconds: float,
+) -> str:
+    """One variant under the storm: refusals a second, and the server CPU they cost."""
+    process = start(project, port, extra, environment)
+    try:
+        before = cpu_seconds(process.pid)
+        started = time.perf_counter()
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            refused, other = runner.run(storm(port, 64, seconds))
+        elapsed = time.perf_counter() - started - 0.5  # the storm waits 0.5 s for the holder
+        used = cpu_seconds(process.pid) - before
+    finally:
+        stop_process(process)
+    return (
+        f"| {name} | {refused / elapsed:,.0f} | {used / elapsed:.0%} "
+        f"| {used / max(refused, 1) * 1e6:.0f} | {other} |"
+    )
 
 
 if __name__ == "__main__":

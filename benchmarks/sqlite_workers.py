@@ -13,7 +13,6 @@ figures depend on the machine.
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,41 +20,19 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from servers import free_port
 
 WORKERS = (1, 2, 4)
 CONNECTIONS = 200
 SECONDS = 15
 HOLD = 6.0
 
-SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"name": "Lamp", "price_cents": 100, "owner_id": 1}'
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) statuses = {} end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-  for _, thread in ipairs(threads) do
-    for status, count in pairs(thread:get("statuses")) do
-      io.write(string.format("status %d %d\\n", status, count))
-    end
-  end
-  for _, p in ipairs({50, 99}) do
-    io.write(string.format("p%d %.1f\\n", p, latency:percentile(p) / 1000))
-  end
-end
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+SCRIPT = Path(__file__).resolve().parent / "wrk" / "count_statuses.lua"
 
 
 def hold_write_lock(database: Path, after: float, seconds: float) -> None:
@@ -76,34 +53,14 @@ def run(
             **{name: value for name, value in os.environ.items() if name != "DATABASE_URL"},
             "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         }
-        python = sys.executable
         subprocess.run(
-            [python, "-m", "alembic", "upgrade", "head"],
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
             cwd=project,
             env=environment,
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                *(python, "-m", "uvicorn", f"{module_of(project)}:app", "--port", str(port)),
-                *("--workers", str(workers), "--no-access-log", "--log-level", "warning"),
-            ],
-            cwd=project,
-            env=environment,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    httpx.post(f"{base}/owners", json={"name": "Ada"}, timeout=5)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            time.sleep(2)  # every worker up
+        with serving(project, environment, workers) as base:
             if hold:
                 threading.Thread(
                     target=hold_write_lock, args=(database, SECONDS / 3, HOLD), daemon=True
@@ -117,9 +74,41 @@ def run(
                 text=True,
                 check=True,
             ).stdout
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+    return parse_wrk(output)
+
+
+@contextmanager
+def serving(project: Path, environment: dict[str, str], workers: int) -> Iterator[str]:
+    """uvicorn with ``workers`` workers on the project, for the block; yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", f"{module_of(project)}:app", "--port", str(port)),
+            *("--workers", str(workers), "--no-access-log", "--log-level", "warning"),
+        ],
+        cwd=project,
+        env=environment,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        # The first answered POST also creates owner 1, whom every item of the script names.
+        for _ in range(200):
+            try:
+                httpx.post(f"{base}/owners", json={"name": "Ada"}, timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        time.sleep(2)  # every worker up
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def parse_wrk(output: str) -> tuple[Counter[int], dict[str, float]]:
+    """The answers by status and the latency percentiles count_statuses.lua wrote."""
     statuses: Counter[int] = Counter()
     for status, count in re.findall(r"^status (\d+) (\d+)$", output, re.M):
         statuses[int(status)] += int(count)
@@ -137,8 +126,6 @@ def module_of(project: Path) -> str:
 
 def main() -> None:
     projects = [Path(argument) for argument in sys.argv[1:]] or [Path("example")]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(SCRIPT)
     for project in projects:
         print(f"{project}: POST /items, {CONNECTIONS} connections, {SECONDS} s per run")
         print(
@@ -148,7 +135,7 @@ def main() -> None:
         for hold in (False, True):
             baseline = None
             for workers in WORKERS:
-                statuses, latency = run(project.resolve(), workers, hold, Path(script.name))
+                statuses, latency = run(project.resolve(), workers, hold, SCRIPT)
                 created = statuses[201] / SECONDS
                 baseline = baseline or created
                 print(
@@ -158,7 +145,6 @@ def main() -> None:
                     f"| {latency.get('p99', float('nan')):.0f} |",
                     flush=True,
                 )
-    os.unlink(script.name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,6 @@
+-- POST /items: one new item with tags.
+require "items"
+
+request = function()
+  return wrk.format("POST", "/items", json_headers, random_new_item())
+end
