@@ -160,4 +160,6 @@ async def test_shutdown_runs_the_pending_refresh_and_leaves_no_task(
     assert (summaries.stats.runs, summaries.stats.pending) == (1, 0)
     assert (summaries.stats.failures, summaries.stats.abandoned) == (0, 0)
     assert [task for task in asyncio.all_tasks() if task.get_name().startswith("refresh ")] == []
-    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    # A busy machine may make a request slow, and the request log says so: not the refresher's.
+    warned = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert not [message for message in warned if not message.startswith("slow request")], warned
