@@ -9,7 +9,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from my_service import ConcurrencyLimit, OverloadGuard, RequestBodyLimit, expect_queries
 
-from tests.harness import eventually, scrape
+from tests.harness.waiting import eventually, scrape
 
 
 class SlowApp:
