@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import break_module, run
+from projects import break_module, run
 
 # PATCH's UPDATE locks the row before the tags are replaced. Moved after them, the tag sets of
 # concurrent PATCHes merge on PostgreSQL, and a PATCH that lost the race to a DELETE links tags

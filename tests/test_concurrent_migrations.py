@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import render
+from projects import render
 
 pytestmark = pytest.mark.postgres
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from projects import ROOT
 from rename_database_settings import RENAMED, migrate, rename_settings
 
 RENAME_SCRIPT = ROOT / "hooks" / "rename_database_settings.py"

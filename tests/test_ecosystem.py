@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, render, run
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from projects import ROOT, copy_of, generated_suite, run, shared_rendering
 from test_render import MATRIX
 
 # The interpreter a stock venv is made with: the oldest Python the template supports.
@@ -38,12 +38,12 @@ ENVIRONMENT_BIN = Path(sys.executable).parent
 def project(
     request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    return render(template, tmp_path_factory.mktemp(request.param), **MATRIX[request.param])
+    return shared_rendering(template, tmp_path_factory, request.param, **MATRIX[request.param])
 
 
 @pytest.fixture(scope="module")
 def default_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render(template, tmp_path_factory.mktemp("defaults"))
+    return shared_rendering(template, tmp_path_factory, "defaults")
 
 
 def tool(name: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -56,6 +56,23 @@ def tool(name: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess[s
         timeout=600,
         # Hooks find ruff and mypy on PATH, as in an activated environment.
         env={**os.environ, "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+
+
+def shell(
+    command: str, cwd: Path, environment: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` as a shell would in ``cwd``, capturing its output; ``environment``,
+    or this process's, as its variables.
+    """
+    return subprocess.run(
+        command,
+        shell=True,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -92,21 +109,27 @@ def test_the_ci_workflow_runs_every_check_and_the_tests_on_both_databases(projec
         assert setup["with"]["python-version"] == answers["python_version"]
 
 
-def test_every_check_of_the_ci_workflow_passes_in_the_rendering(default_project: Path) -> None:
+def test_every_check_of_the_ci_workflow_passes_in_the_rendering(
+    default_project: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
     workflow = yaml.safe_load((default_project / ".github" / "workflows" / "ci.yml").read_text())
+    # The checks write their caches into the project: a copy, for the rendering is shared.
+    project = copy_of(default_project, tmp_path / "project")
     for step in workflow["jobs"]["checks"]["steps"]:
         if "run" not in step or step["name"] == "Install":
             continue
-        # The project's environment is this one, as after the workflow's install step.
-        result = subprocess.run(
-            step["run"],
-            shell=True,
-            cwd=default_project,
-            env={**os.environ, "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}"},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        if step["run"] == "pytest":
+            # The suite as test_render.py runs it, in the same environment: run once for both.
+            result, _ = generated_suite(
+                tmp_path_factory, "defaults", default_project, postgres=False
+            )
+        else:
+            # The project's environment is this one, as after the workflow's install step.
+            result = shell(
+                step["run"],
+                project,
+                {**os.environ, "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}"},
+            )
         assert result.returncode == 0, (
             f"{step['name']}: {step['run']}\n{result.stdout}{result.stderr}"
         )
@@ -372,15 +395,7 @@ def run_steps_before_serving(container: Container) -> None:
     """What the image's command runs before uvicorn (the migrations), as it runs them."""
     *before, _ = container.script.split(" && ")
     for step in before:
-        result = subprocess.run(
-            step,
-            shell=True,
-            cwd=container.app,
-            env=container.environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = shell(step, container.app, container.environment, timeout=120)
         assert result.returncode == 0, f"{step}\n{result.stdout}{result.stderr}"
 
 
@@ -487,13 +502,8 @@ def test_the_readme_install_command_works_with_the_stock_pip_of_a_new_venv(
     assert install.startswith("python3 -m venv .venv && ")
     project = tmp_path / "project"
     shutil.copytree(default_project, project)
-    result = subprocess.run(
-        install.replace("python3 -m venv", f"{STOCK_PYTHON} -m venv", 1),
-        shell=True,
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = shell(
+        install.replace("python3 -m venv", f"{STOCK_PYTHON} -m venv", 1), project, timeout=900
     )
     assert result.returncode == 0, result.stdout + result.stderr
     dev_group = tomllib.loads((project / "pyproject.toml").read_text())["dependency-groups"]["dev"]
@@ -534,13 +544,8 @@ def test_the_try_it_project_records_a_template_path_it_can_update_from(tmp_path:
     git = ["git", "-c", "user.name=Tests", "-c", "user.email=tests@example.com"]
     for step in (["init", "--quiet"], ["add", "--all"], ["commit", "--quiet", "-m", "Clone"]):
         subprocess.run([*git, *step], cwd=clone, check=True, capture_output=True)
-    result = subprocess.run(
-        copy.replace(".venv/bin/copier", str(ENVIRONMENT_BIN / "copier"), 1),
-        shell=True,
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = shell(
+        copy.replace(".venv/bin/copier", str(ENVIRONMENT_BIN / "copier"), 1), clone, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
     project = clone / "my-service"

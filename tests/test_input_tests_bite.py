@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
-from conftest import break_module, run
+from projects import break_module, run
 
 ID = "Id = Annotated[int, Field(ge=1, lt=2**63), WholeNumber]"
 PRICE = "NonNegativeInt4 = Annotated[int, Field(ge=0, lt=2**31), WholeNumber]"
+# The input tests of the item routes, where a lost bound shows.
+ITEM_INPUT_TESTS = ["pytest", "-q", "-p", "no:cacheprovider", "tests/example/test_item_inputs.py"]
 
 
 def test_an_id_without_its_upper_bound_fails_the_suite(project: Path) -> None:
     break_module(project, ID, "Id = Annotated[int, Field(ge=1), WholeNumber]")
-    result = run(
-        ["pytest", "-q", "-p", "no:cacheprovider", "tests/example/test_item_inputs.py"], project
-    )
+    result = run(ITEM_INPUT_TESTS, project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
         "FAILED tests/example/test_item_inputs.py::test_an_id_no_key_can_have_is_a_422_naming_it"
@@ -40,7 +40,7 @@ def test_the_fuzz_finds_a_bound_wider_than_the_column(project: Path) -> None:
 
 def test_a_price_without_its_int4_bound_fails_the_suite(project: Path) -> None:
     break_module(project, PRICE, "NonNegativeInt4 = Annotated[int, Field(ge=0), WholeNumber]")
-    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "price"], project)
+    result = run([*ITEM_INPUT_TESTS, "-k", "price"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
         "FAILED tests/example/test_item_inputs.py::test_a_price_an_int4_column_cannot_hold_is_a_422"
@@ -49,8 +49,8 @@ def test_a_price_without_its_int4_bound_fails_the_suite(project: Path) -> None:
 
 
 def test_accepting_true_as_an_integer_fails_the_suite(project: Path) -> None:
-    break_module(project, ", WholeNumber]", "]")
-    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "json_integer"], project)
+    break_module(project, ", WholeNumber]", "]", everywhere=True)
+    result = run([*ITEM_INPUT_TESTS, "-k", "json_integer"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
         "FAILED tests/example/test_item_inputs.py::test_a_body_integer_must_be_a_json_integer"

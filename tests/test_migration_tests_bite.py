@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run
+from projects import edit, run
 
 INDEX_IN_0001 = '    operations.create_index("ix_itemtaglink_tag_id", "itemtaglink", ["tag_id"])\n'
 PRICE_COLUMN = "    price_cents: NonNegativeInt4\n"
@@ -31,17 +31,11 @@ DATABASES = [
 ]
 
 
-def replace_once(path: Path, old: str, new: str) -> None:
-    source = path.read_text()
-    assert source.count(old) == 1, f"{old!r} is not in {path.name} exactly once"
-    path.write_text(source.replace(old, new))
-
-
 @pytest.mark.parametrize("postgres", DATABASES)
 def test_a_revision_without_an_index_of_the_models_fails_the_suite(
     project: Path, postgres: bool
 ) -> None:
-    replace_once(project / "migrations" / "versions" / "0001_initial.py", INDEX_IN_0001, "")
+    edit(project / "migrations" / "versions" / "0001_initial.py", INDEX_IN_0001, "")
     result = run(MIGRATION_TESTS, project, postgres=postgres)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FAILED {SCHEMA_TEST}" in result.stdout, result.stdout
@@ -55,7 +49,7 @@ def test_a_revision_without_an_index_of_the_models_fails_the_suite(
 def test_a_model_changed_without_a_revision_fails_saying_what_to_run(
     project: Path, postgres: bool
 ) -> None:
-    replace_once(project / "my_service.py", PRICE_COLUMN, PRICE_AND_SKU_COLUMNS)
+    edit(project / "my_service.py", PRICE_COLUMN, PRICE_AND_SKU_COLUMNS)
     result = run(MIGRATION_TESTS, project, postgres=postgres)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FAILED {SCHEMA_TEST}" in result.stdout, result.stdout
@@ -67,7 +61,7 @@ def test_a_model_changed_without_a_revision_fails_saying_what_to_run(
 def test_a_partial_index_changed_without_a_revision_fails_the_catalogue_test(
     project: Path, postgres: bool
 ) -> None:
-    replace_once(project / "my_service.py", LIVE_ITEMS, PRICED_ITEMS)
+    edit(project / "my_service.py", LIVE_ITEMS, PRICED_ITEMS)
     result = run([*MIGRATION_TESTS, "-rA"], project, postgres=postgres)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FAILED {CATALOGUE_TEST}" in result.stdout, result.stdout

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from conftest import break_module, run
+from projects import break_module, run
 
 BATCHED_TAGS = """\
     if tags:
@@ -24,9 +24,13 @@ TAGS_BY_RELATIONSHIP = """\
 """
 
 
+# The tests of the item routes, where what these breakages break shows.
+ITEM_TESTS = ["pytest", "-q", "-p", "no:cacheprovider", "tests/example/test_items.py"]
+
+
 def test_loading_tags_row_by_row_fails_with_the_repeated_statement(project: Path) -> None:
     break_module(project, BATCHED_TAGS, TAGS_ROW_BY_ROW)
-    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "list_items"], project)
+    result = run([*ITEM_TESTS, "-k", "list_items"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     failed = "FAILED tests/example/test_items.py::test_list_items_runs_two_queries_whatever_"
     assert failed in result.stdout
@@ -41,7 +45,7 @@ def test_loading_tags_row_by_row_fails_with_the_repeated_statement(project: Path
 
 def test_touching_a_relation_the_query_did_not_load_fails_naming_it(project: Path) -> None:
     break_module(project, TAGS_BY_CORE, TAGS_BY_RELATIONSHIP)
-    result = run(["pytest", "-q", "-p", "no:cacheprovider", "-k", "update"], project)
+    result = run([*ITEM_TESTS, "-k", "update"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "'Item.tags' is not available due to lazy='raise'" in result.stdout
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import render, run
+from projects import CHECKS, copy_of, run, shared_rendering
 
 # What the recipe's list route becomes in a hurry: each note read on its own, the budget
 # and the test raised to what one row costs.
@@ -52,7 +52,8 @@ def insert_above(path: Path, banner: str, code: str) -> None:
 @pytest.fixture(scope="module")
 def followed(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A default rendering with the recipe's model, revision, routes and test in it."""
-    project = render(template, tmp_path_factory.mktemp("recipe") / "project")
+    defaults = shared_rendering(template, tmp_path_factory, "defaults")
+    project = copy_of(defaults, tmp_path_factory.mktemp("recipe") / "project")
     readme = (project / "README.md").read_text()
     module = project / "my_service.py"
     insert_above(module, "# --- Routes ---", recipe_block(readme, "model"))
@@ -75,11 +76,7 @@ def test_the_recipe_writes_a_revision_of_the_new_table(followed: Path) -> None:
 
 
 def test_the_recipe_gives_a_clean_project_and_a_green_suite(followed: Path) -> None:
-    for command in (
-        ["ruff", "check", "--no-cache", "."],
-        ["ruff", "format", "--check", "--diff", "--no-cache", "."],
-        ["mypy", "--cache-dir", "/dev/null", "."],
-    ):
+    for command in CHECKS:
         result = run(command, followed)
         assert result.returncode == 0, result.stdout + result.stderr
     result = run(["pytest", "-q", "-p", "no:cacheprovider"], followed)
@@ -115,3 +112,23 @@ def test_an_n_plus_one_and_an_untested_route_turn_the_suite_red(
     assert "repeated: 7 x SELECT note.id, note.title, note.body FROM note WHERE" in result.stdout
     assert "in list_notes" in result.stdout
     assert "GET /notes-count: add a test" in result.stdout
+
+
+def test_the_readmes_commands_for_a_teams_own_file_run_it_and_the_fuzz_of_its_routes(
+    followed: Path,
+) -> None:
+    readme = (followed / "README.md").read_text()
+    found = re.search(
+        r"^```sh\n(\.venv/bin/pytest tests/test_notes\.py\n.*?)```", readme, re.S | re.M
+    )
+    assert found, "the README gives no commands for a team's own test file"
+    own_file, with_the_fuzz = found.group(1).splitlines()
+    for command, fuzzed in ((own_file, 0), (with_the_fuzz, 3)):
+        words = command.removeprefix(".venv/bin/").split()
+        result = run([*words, "-rA", "-p", "no:cacheprovider"], followed)
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The recipe's three tests, and the fuzz of its three routes (POST /notes, GET /notes,
+        # GET /notes/{note_id}) and no other.
+        assert result.stdout.count("PASSED tests/test_notes.py::") == 3, result.stdout
+        fuzz = "PASSED tests/kit/test_fuzz.py::test_every_route_answers_as_its_schema_says"
+        assert result.stdout.count(fuzz) == fuzzed, result.stdout

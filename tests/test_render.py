@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import render, run
+from projects import generated_suite, render, run, shared_rendering
 
 # Pairwise over the questions that change the code: each database with and without the
 # example domain, plain and odd-but-valid names, every supported Python floor.
@@ -35,11 +35,23 @@ MATRIX: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module", params=MATRIX, ids=str)
-def project(
-    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    return render(template, tmp_path_factory.mktemp(request.param), **MATRIX[request.param])
+# The default answers are the quick tier (pytest -m quick): the maintainer's loop.
+ANSWERS = [
+    pytest.param(name, marks=pytest.mark.quick) if name == "defaults" else name for name in MATRIX
+]
+
+
+@pytest.fixture(scope="module", params=ANSWERS)
+def answers(request: pytest.FixtureRequest) -> str:
+    """The name of a set of answers in MATRIX."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def project(answers: str, template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rendering of ``answers``, made once in the run, as rendered."""
+    return shared_rendering(template, tmp_path_factory, answers, **MATRIX[answers])
 
 
 def test_rendering_passes_ruff_check(project: Path) -> None:
@@ -73,26 +85,42 @@ def test_rendering_holds_no_jinja_residue(project: Path) -> None:
 # What the generated migration tests report when they pass: the migrations build exactly the
 # models' schema, and every revision downgrades and upgrades again.
 MIGRATION_TESTS_PASSED = (
-    "tests/kit/test_migrations.py::"
-    "test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema PASSED",
-    "tests/kit/test_migrations.py::test_up_down_consistency PASSED",
+    "PASSED tests/kit/test_migrations.py::"
+    "test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema",
+    "PASSED tests/kit/test_migrations.py::test_up_down_consistency",
 )
 
 
-def test_generated_suite_passes_on_sqlite(project: Path) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], project)
+def passed_suite(
+    tmp_path_factory: pytest.TempPathFactory, answers: str, project: Path, *, postgres: bool
+) -> str:
+    """What the generated suite of ``answers`` printed, failing unless it passed, migration
+    tests included, and left the service's database alone.
+    """
+    result, service_database_made = generated_suite(
+        tmp_path_factory, answers, project, postgres=postgres
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not service_database_made, "the suite made the service's database"
     for line in MIGRATION_TESTS_PASSED:
         assert line in result.stdout, result.stdout
+    return result.stdout
+
+
+def test_generated_suite_passes_on_sqlite(
+    answers: str, project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    passed_suite(tmp_path_factory, answers, project, postgres=False)
 
 
 @pytest.mark.postgres
-def test_generated_suite_passes_on_postgresql(project: Path) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], project, postgres=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    for line in MIGRATION_TESTS_PASSED:
-        assert line in result.stdout, result.stdout
-    assert "database: throwaway databases on postgresql+asyncpg://" in result.stdout
+# The answers without the quick tier's mark: the quick tier leaves PostgreSQL out.
+@pytest.mark.parametrize("answers", list(MATRIX), scope="module")
+def test_generated_suite_passes_on_postgresql(
+    answers: str, project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    printed = passed_suite(tmp_path_factory, answers, project, postgres=True)
+    assert "database: throwaway databases on postgresql+asyncpg://" in printed
 
 
 # --- First steps, as the README and Copier's message print them --------------------------

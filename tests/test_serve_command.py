@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, render
+from projects import ROOT, render
 
 CD = "cd my-service && "
 

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import POSTGRES_URL, render, run
+from projects import POSTGRES_URL, copy_of, generated_suite, run, shared_rendering
 
 CANARY_ROWS = [(1, "production owner")]
 
 
 @pytest.fixture(scope="module")
 def project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = render(template, tmp_path_factory.mktemp("canary") / "project")
+    defaults = shared_rendering(template, tmp_path_factory, "defaults")
+    project = copy_of(defaults, tmp_path_factory.mktemp("canary") / "project")
     # The README's commands run .venv/bin/...: this environment, which has what they need.
     (project / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     return project
@@ -38,13 +39,16 @@ def readme_postgres_test_command(project: Path) -> str:
 
 
 def test_the_suite_on_sqlite_leaves_the_services_sqlite_database_alone(
-    project: Path, tmp_path: Path
+    template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    service_database = tmp_path / "service.db"
-    service = {"DATABASE_URL": f"sqlite+aiosqlite:///{service_database}"}
-    result = run(["pytest", "-q", "-p", "no:cacheprovider"], project, environment=service)
+    # The run test_render.py checks too: the default answers' suite, with DATABASE_URL naming
+    # a SQLite file.
+    defaults = shared_rendering(template, tmp_path_factory, "defaults")
+    result, service_database_made = generated_suite(
+        tmp_path_factory, "defaults", defaults, postgres=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not service_database.exists(), "the tests created the service's database"
+    assert not service_database_made, "the tests created the service's database"
 
 
 async def _fetch(database_url: str, query: str) -> list[tuple[object, ...]]:

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from contextlib import closing
@@ -24,8 +25,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 import yaml
-from conftest import ROOT, new_postgres_database, render, run
 from packaging.version import Version
+from projects import CHECKS, ROOT, SUITE, edit, new_postgres_database, render, run
 
 # The releases updates start from, oldest first; most tests start from the oldest. A release
 # commit is found by its tag or, in a clone without tags, by the subject of its commit.
@@ -219,13 +220,6 @@ def release_commit(version: str) -> str:
         "(in a shallow clone, fetch the whole history: git fetch --unshallow)"
     )
     return found[0]
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    """Replace ``old``, which must occur exactly once, as a user editing by hand would."""
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not in {path.name} exactly once"
-    path.write_text(text.replace(old, new))
 
 
 def make_user_edits(project: Path) -> None:
@@ -507,22 +501,18 @@ def test_the_new_input_checks_name_what_the_users_code_must_change(
 
 def test_the_followed_up_project_passes_ruff_and_mypy(followed_up_update: Update) -> None:
     project = followed_up_update.project
-    for command in (
-        ["ruff", "check", "--no-cache", "."],
-        ["ruff", "format", "--check", "--diff", "--no-cache", "."],
-        ["mypy", "--cache-dir", "/dev/null", "."],
-    ):
+    for command in CHECKS:
         result = run(command, project)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-USER_TEST_PASSED = "tests/test_reviews.py::test_list_reviews_runs_one_query PASSED"
+USER_TEST_PASSED = "PASSED tests/test_reviews.py::test_list_reviews_runs_one_query"
 
 
 def test_the_updated_suite_with_the_users_tests_passes_on_sqlite(
     followed_up_update: Update,
 ) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], followed_up_update.project)
+    result = run(SUITE, followed_up_update.project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 
@@ -531,9 +521,7 @@ def test_the_updated_suite_with_the_users_tests_passes_on_sqlite(
 def test_the_updated_suite_with_the_users_tests_passes_on_postgresql(
     followed_up_update: Update,
 ) -> None:
-    result = run(
-        ["pytest", "-v", "-p", "no:cacheprovider"], followed_up_update.project, postgres=True
-    )
+    result = run(SUITE, followed_up_update.project, postgres=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 
@@ -638,9 +626,11 @@ def test_an_update_across_a_migration_without_trust_is_refused_and_changes_nothi
 
 # --- An update from 0.2.0, whose databases were made by create_all, to migrations ----------
 
-# What the user's service stored before the update, through its own API.
-POPULATE = """
+# A script that runs its body with ``client``, an HTTP client of the project's service started
+# on the database its argument names.
+WITH_A_CLIENT = """
 import asyncio
+import json
 import sys
 
 import httpx
@@ -655,20 +645,30 @@ async def main() -> None:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://service") as client,
     ):
-        async def post(path: str, body: object) -> int:
-            response = await client.post(path, json=body)
-            assert response.status_code == 201, response.text
-            return int(response.json()["id"])
-
-        owner = await post("/owners", {"name": "Ada"})
-        tag = await post("/tags", {"name": "desk"})
-        body = {"name": "Lamp", "price_cents": 1999, "owner_id": owner, "tag_ids": [tag]}
-        item = await post("/items", body)
-        await post(f"/items/{item}/reviews", {"stars": 5, "comment": "bright"})
-
+{body}
 
 asyncio.run(main())
 """
+
+
+def with_a_client(body: str) -> str:
+    """The script that runs ``body`` (Python, unindented) with ``client``."""
+    return WITH_A_CLIENT.format(body=textwrap.indent(body, " " * 8))
+
+
+# What the user's service stored before the update, through its own API.
+POPULATE = with_a_client("""\
+async def post(path: str, body: object) -> int:
+    response = await client.post(path, json=body)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+owner = await post("/owners", {"name": "Ada"})
+tag = await post("/tags", {"name": "desk"})
+body = {"name": "Lamp", "price_cents": 1999, "owner_id": owner, "tag_ids": [tag]}
+item = await post("/items", body)
+await post(f"/items/{item}/reviews", {"stars": 5, "comment": "bright"})
+""")
 STORED = {
     "owner": [(1, "Ada")],
     "tag": [(1, "desk")],
@@ -686,29 +686,10 @@ STORED_QUERIES = {
 
 
 # What the updated service answers for the owner, started on the upgraded database.
-SUMMARY = """
-import asyncio
-import json
-import sys
-
-import httpx
-
-from my_service import Settings, create_app
-
-
-async def main() -> None:
-    app = create_app(Settings(database_url=sys.argv[1]))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
-    ):
-        response = await client.get("/owners/1/summary")
-        print(json.dumps({"status": response.status_code, "body": response.json()}))
-
-
-asyncio.run(main())
-"""
+SUMMARY = with_a_client("""\
+response = await client.get("/owners/1/summary")
+print(json.dumps({"status": response.status_code, "body": response.json()}))
+""")
 
 
 @dataclass(frozen=True)
@@ -788,13 +769,7 @@ def adopted(template_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     subprocess.run(["python3", "-m", "venv", ".venv"], cwd=project, check=True)
     database = project / "service.db"
     service = {"DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
-    populated = subprocess.run(
-        [sys.executable, "-c", POPULATE, service["DATABASE_URL"]],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    populated = run_script(POPULATE, project, service["DATABASE_URL"])
     assert populated.returncode == 0, populated.stdout + populated.stderr
     assert stored(database) == STORED
     outcome = update(project)
@@ -891,7 +866,7 @@ def test_the_check_shown_after_the_update_passes_once_the_code_is_followed_up(
 
 @pytest.mark.postgres
 def test_the_suite_after_the_update_from_0_2_0_passes_on_postgresql(adopted: Adoption) -> None:
-    result = run(["pytest", "-v", "-p", "no:cacheprovider"], adopted.update.project, postgres=True)
+    result = run(SUITE, adopted.update.project, postgres=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert USER_TEST_PASSED in result.stdout, result.stdout
 

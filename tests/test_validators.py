@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import render
+from projects import render
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyinstrument
 import pytest
 import pytest_alembic
 from fastapi import FastAPI
@@ -24,11 +25,9 @@ from pytest_alembic import MigrationContext
 
 from my_service import Settings, create_app
 
-from tests.harness import (
+from tests.harness.budgets import EXERCISED_ROUTES, api_routes, budget_client
+from tests.harness.databases import (
     ALEMBIC_INI,
-    EXERCISED_ROUTES,
-    api_routes,
-    budget_client,
     database_server,
     empty_database,
     empty_every_table,
@@ -53,6 +52,17 @@ def pytest_report_header() -> str:
     return f"database: throwaway databases on {server.render_as_string(hide_password=True)}"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject.toml) spreads a run of a directory, the whole suite by default,
+    over the machine's cores; a run of named files stays in this one process, where starting
+    workers would cost more than they save.
+    """
+    if config.args and all(Path(argument.split("::")[0]).is_file() for argument in config.args):
+        return 0
+    return None
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Whether every test file runs: only then can the suite tell a route no test calls.
     collected = {Path(str(item.path)) for item in session.items}
@@ -68,6 +78,12 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail a run of the whole suite in which a route was never called by any test."""
+    worker_output: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        # A pytest-xdist worker ran its share of the tests: the controller checks them all.
+        worker_output["whole_suite"] = session.config.stash.get(_WHOLE_SUITE, False)
+        worker_output["exercised_routes"] = sorted(EXERCISED_ROUTES)
+        return
     stopped_early = session.shouldstop or session.shouldfail
     if stopped_early or not session.config.stash.get(_WHOLE_SUITE, False):
         return
@@ -86,6 +102,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 "checks its query count with expect_queries()"
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Gather the routes a pytest-xdist worker's tests called, for the check at the end."""
+    output = node.workeroutput
+    EXERCISED_ROUTES.update((method, path) for method, path in output["exercised_routes"])
+    whole_suite = node.config.stash.get(_WHOLE_SUITE, True) and output["whole_suite"]
+    node.config.stash[_WHOLE_SUITE] = whole_suite
 
 
 _WHOLE_SUITE = pytest.StashKey[bool]()
@@ -136,3 +161,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """
     async with budget_client(app) as client:
         yield client
+
+
+@pytest.fixture
+def profiler_sampling_each_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyinstrument sampling a profiled request every millisecond, whatever interval the
+    service asks for: at a tenth of one, each sample outlasts the interval, so the profiler
+    samples at every call and a profiled request takes tens of seconds. What the profiling
+    tests check does not depend on the interval.
+    """
+    profiler = pyinstrument.Profiler
+
+    def every_millisecond(*, interval: float, **options: Any) -> pyinstrument.Profiler:
+        return profiler(interval=max(interval, 0.001), **options)
+
+    monkeypatch.setattr(pyinstrument, "Profiler", every_millisecond)

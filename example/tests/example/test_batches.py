@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from my_service import MAX_BATCH_ITEMS, ItemRead, expect_queries
 
 from tests.example.api import create_owner, create_tag
-from tests.harness import flushed
+from tests.harness.waiting import flushed
 
 
 def batch(owner_ids: list[int], tag_ids: list[list[int]], count: int) -> dict[str, Any]:

@@ -11,14 +11,13 @@ from starlette.types import Message
 
 from my_service import EXPORT_BATCH_ROWS, Offloader, Settings, create_app
 
-from tests.harness import empty_database, migration_engine, upgrade_to_head
+from tests.harness.databases import database_at_head
 
 
 @pytest.fixture
 def export_database(tmp_path: Path) -> Iterator[str]:
     """A database of its own, migrated: the export reads through a pool of connections."""
-    with empty_database(tmp_path, "export") as url:
-        upgrade_to_head(migration_engine(url))
+    with database_at_head(tmp_path, "export") as url:
         yield url
 
 

@@ -1,6 +1,6 @@
 """Every column the example's routes filter or sort on leads an index."""
 
-from tests.harness import unindexed_columns
+from tests.harness.indexes import unindexed_columns
 
 # (table, column) pairs that the example's routes filter or sort on.
 FILTERED_AND_SORTED = [

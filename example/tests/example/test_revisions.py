@@ -17,7 +17,7 @@ from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.harness import alembic_config, empty_database, migration_engine
+from tests.harness.databases import alembic_config, empty_database, migration_engine
 
 OWNERS = "INSERT INTO owner (name) VALUES ('Ada'), ('Grace'), ('Linus')"
 # Ten items: Ada's 1-6 (prices 1-6), Grace's 7-10 (prices 7-10); Linus has none.

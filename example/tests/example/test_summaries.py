@@ -23,7 +23,8 @@ from my_service import (
     expect_queries,
 )
 
-from tests.harness import empty_database, flushed, migration_engine, scrape, upgrade_to_head
+from tests.harness.databases import database_at_head
+from tests.harness.waiting import flushed, scrape
 
 StartedApp = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
 
@@ -44,8 +45,7 @@ def started_app(tmp_path: Path) -> Iterator[StartedApp]:
     for each: in-memory SQLite has a single one, so these apps get a migrated database of
     their own (a SQLite file, or a throwaway PostgreSQL database).
     """
-    with empty_database(tmp_path, "summaries") as url:
-        upgrade_to_head(migration_engine(url))
+    with database_at_head(tmp_path, "summaries") as url:
         yield _starter(url)
 
 

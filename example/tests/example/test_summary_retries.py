@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from my_service import CoalescingRefresher, Settings, create_app
 
-from tests.harness import empty_database, migration_engine, upgrade_to_head
+from tests.harness.databases import database_at_head
 
 
 @contextlib.asynccontextmanager
@@ -44,8 +44,7 @@ def migrated_url(tmp_path: Path) -> Iterator[str]:
     """A migrated database of the test's own, where the refresh runs beside a lock holder
     (in-memory SQLite has a single connection).
     """
-    with empty_database(tmp_path, "retries") as url:
-        upgrade_to_head(migration_engine(url))
+    with database_at_head(tmp_path, "retries") as url:
         yield url
 
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from my_service import QueryCountError, ReadsDep, query_budget
 
-from tests.harness import budget_client
+from tests.harness.budgets import budget_client
 
 TABLES = sa.MetaData()
 PARENT = sa.Table(

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from my_service import ReadsDep, SessionDep, Settings, create_app, query_budget
 
-from tests.harness import TcpProxy, sqlite_file_at_head
+from tests.harness.databases import sqlite_file_at_head
+from tests.harness.network import TcpProxy
 
 UNAVAILABLE = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
 

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from my_service import Settings, create_app
 
-from tests.harness import empty_database, fill_every_table, migration_engine, upgrade_to_head
+from tests.harness.databases import database_at_head, fill_every_table, migration_engine
 
 CHECKS = [
     not_a_server_error,
@@ -60,8 +60,7 @@ def fuzzed_app(tmp_path: Path) -> Iterator[None]:
     schemathesis runs the app's lifespan in its own event loop, so the app is made here
     rather than taken from the ``app`` fixture, whose loop is the test's.
     """
-    with empty_database(tmp_path, "fuzz") as url:
-        upgrade_to_head(migration_engine(url))
+    with database_at_head(tmp_path, "fuzz") as url:
         asyncio.run(fill_every_table(migration_engine(url)))
         fuzzed.app = create_app(Settings(database_url=url))
         yield

@@ -15,7 +15,7 @@ from my_service import (
     expect_queries,
 )
 
-from tests.harness import eventually, scrape
+from tests.harness.waiting import eventually, scrape
 
 
 class SlowApp:

@@ -30,7 +30,7 @@ from my_service import (
     invalidation_sender,
 )
 
-from tests.harness import sqlite_file_at_head
+from tests.harness.databases import sqlite_file_at_head
 
 
 @pytest.fixture

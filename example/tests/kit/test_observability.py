@@ -21,7 +21,7 @@ from my_service import (
     query_budget,
 )
 
-from tests.harness import scrape
+from tests.harness.waiting import scrape
 
 REQUEST_LOG = "my_service.requests"
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from my_service import OffloadDep, Offloader, Overloaded, query_budget
 
-from tests.harness import eventually
+from tests.harness.waiting import eventually
 
 request_id: ContextVar[str] = ContextVar("request_id", default="none")
 

@@ -19,7 +19,7 @@ from my_service import (
     record_queries,
 )
 
-from tests.harness import api_routes
+from tests.harness.budgets import api_routes
 
 ROUTES = list(api_routes(create_app(Settings()).routes))
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from my_service import Settings, create_app, expect_queries
 
-from tests.harness import TcpProxy
+from tests.harness.network import TcpProxy
 
 READY = {"status": "ready"}
 NOT_READY = {"detail": "the database is unavailable; retry after the delay in Retry-After"}

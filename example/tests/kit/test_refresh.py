@@ -7,7 +7,7 @@ import pytest
 
 from my_service import CoalescingRefresher
 
-from tests.harness import flushed
+from tests.harness.waiting import flushed
 
 
 class Calls:

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from my_service import SchemaBehind, Settings, check_schema, create_app, create_engine
 
-from tests.harness import empty_database, migration_engine, upgrade_to_head
+from tests.harness.databases import empty_database, migration_engine, upgrade_to_head
 
 # Two revisions, "a" then "b", as Alembic writes them.
 REVISIONS = {

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import scrape, serving
+from tests.harness.servers import serving
+from tests.harness.waiting import scrape
 
 # A service with one slow route, so that a flood of requests overloads it for sure.
 FLOODED_APP = """

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from my_service import CacheListener, Settings, create_app
 
-from tests.harness import TcpProxy
+from tests.harness.network import TcpProxy
 
 
 def value(result: str) -> Callable[[], Awaitable[str]]:

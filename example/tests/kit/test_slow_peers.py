@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import scrape, serving
+from tests.harness.servers import serving
+from tests.harness.waiting import scrape
 
 # A kit-only service: a route to probe, a long download, an upload.
 SERVED_APP = """

@@ -3,7 +3,7 @@
 from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, Table
 from sqlmodel import SQLModel
 
-from tests.harness import is_partial, unindexed_foreign_keys
+from tests.harness.indexes import is_partial, unindexed_foreign_keys
 
 
 def test_every_foreign_key_leads_an_index() -> None:

@@ -21,7 +21,7 @@ from pytest_alembic.tests import (
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-from tests.harness import (
+from tests.harness.databases import (
     ALEMBIC_INI,
     alembic_config,
     empty_database,

@@ -1,0 +1,206 @@
+"""Projects rendered from the template by real Copier: made, edited, run, and shared by the
+tests of a run; and PostgreSQL databases of the tests' own.
+"""
+
+import asyncio
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import copier
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "TEMPLATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def render(
+    template: Path, destination: Path, *, vcs_ref: str | None = None, **answers: Any
+) -> Path:
+    """Generate a project with real Copier, answering the questions not given with defaults.
+
+    ``vcs_ref`` picks a version of a template that is a git repository (default: the newest tag).
+    """
+    copier.run_copy(
+        str(template),
+        destination,
+        data=answers,
+        vcs_ref=vcs_ref,
+        defaults=True,
+        unsafe=False,
+        quiet=True,
+    )
+    return destination
+
+
+def run(
+    command: list[str],
+    cwd: Path,
+    *,
+    postgres: bool = False,
+    environment: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a module of this environment's (ruff, mypy, pytest, alembic) in ``cwd``, capturing
+    output, with ``environment`` added to a copy of this process's variables.
+
+    A generated suite runs on in-memory SQLite, or with ``postgres`` on throwaway databases it
+    creates on the PostgreSQL server (TEST_DATABASE_URL); never on a DATABASE_URL of ours.
+    """
+    variables = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DATABASE_URL", "TEST_DATABASE_URL")
+    }
+    if postgres:
+        variables["TEST_DATABASE_URL"] = POSTGRES_URL
+    variables.update(environment or {})
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=cwd,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _postgres(sql: str) -> None:
+    async def execute() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute())
+
+
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = f"starter_{uuid.uuid4().hex[:12]}"
+    try:
+        _postgres(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is needed for this test: {exc}")
+    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def edit(path: Path, old: str, new: str, *, everywhere: bool = False) -> None:
+    """Replace ``old`` with ``new`` in ``path``, as a user editing by hand would: ``old`` must
+    occur exactly once, or with ``everywhere`` at least once, and is replaced wherever it is.
+    """
+    text = path.read_text()
+    if everywhere:
+        assert old in text, f"{old!r} is not in {path.name} any more"
+    else:
+        assert text.count(old) == 1, f"{old!r} is not in {path.name} exactly once"
+    path.write_text(text.replace(old, new))
+
+
+def break_module(project: Path, old: str, new: str, *, everywhere: bool = False) -> None:
+    """Replace ``old`` with ``new`` in the rendered module (see ``edit``)."""
+    edit(project / "my_service.py", old, new, everywhere=everywhere)
+
+
+# --- What every worker of a run shares --------------------------------------------------------
+
+
+def once_per_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    produce: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any]:
+    """What ``produce`` returns (JSON), made in a new directory by the first of the run's
+    pytest-xdist workers to ask, and read by the others from where it left it.
+    """
+    base = tmp_path_factory.getbasetemp()
+    # Each worker's base is a directory of this run's own: its parent is the run's.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+        stored = shared / f"{name}.json"
+        if not stored.exists():
+            # A directory of its own, in case an earlier try failed half-way.
+            directory = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=shared))
+            stored.write_text(json.dumps(produce(directory)))
+        found: dict[str, Any] = json.loads(stored.read_text())
+        return found
+
+
+def shared_rendering(
+    template: Path, tmp_path_factory: pytest.TempPathFactory, name: str, **answers: Any
+) -> Path:
+    """A rendering of ``answers`` made once in the run, named ``name``; copy it to change it
+    (``copy_of``), for the other tests read it as it was rendered.
+    """
+    made = once_per_run(
+        tmp_path_factory,
+        f"rendering-{name}",
+        lambda directory: {"path": str(render(template, directory / "project", **answers))},
+    )
+    return Path(made["path"])
+
+
+def copy_of(project: Path, destination: Path) -> Path:
+    """A copy of ``project`` at ``destination``."""
+    shutil.copytree(project, destination, symlinks=True)
+    return destination
+
+
+# What every project must pass, as its CI runs them: lint, format, strict types.
+CHECKS = (
+    ["ruff", "check", "--no-cache", "."],
+    ["ruff", "format", "--check", "--diff", "--no-cache", "."],
+    ["mypy", "--cache-dir", "/dev/null", "."],
+)
+# -rA: a line for each test that passed, in one process as across pytest-xdist's workers.
+SUITE = ["pytest", "-rA", "-p", "no:cacheprovider"]
+
+
+def generated_suite(
+    tmp_path_factory: pytest.TempPathFactory, name: str, project: Path, *, postgres: bool
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """The generated suite of ``project`` (the rendering ``name``), run once in the run on a
+    copy of it, on SQLite or PostgreSQL, with DATABASE_URL naming a SQLite file as the
+    service's database: what it printed, and whether that file exists afterwards (it must
+    not).
+    """
+    database = "postgresql" if postgres else "sqlite"
+
+    def produce(directory: Path) -> dict[str, Any]:
+        service = directory / "service.db"
+        result = run(
+            SUITE,
+            copy_of(project, directory / "project"),
+            postgres=postgres,
+            environment={"DATABASE_URL": f"sqlite+aiosqlite:///{service}"},
+        )
+        return {
+            "returncode": result.returncode,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "service_database_made": service.exists(),
+        }
+
+    found = once_per_run(tmp_path_factory, f"suite-{name}-{database}", produce)
+    result = subprocess.CompletedProcess(
+        SUITE, found["returncode"], found["stdout"], found["stderr"]
+    )
+    return result, found["service_database_made"]
