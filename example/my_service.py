@@ -219,9 +219,15 @@ class PartSettings(BaseSettings):
 
     # Errors never carry the raw input: a database URL holds a password. from_env shows
     # each refused value itself, with any password masked. Variables of .env that are not
-    # settings (the deployment's own) are left alone, as the environment's are.
+    # settings (the deployment's own) are left alone, as the environment's are. No setting
+    # is infinite or NaN: an endless deadline is one no wait ever reaches, and every bound
+    # (each field's le=) says where a value stops being a choice and becomes a mistake.
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
     @classmethod
@@ -229,6 +235,17 @@ class PartSettings(BaseSettings):
         """Read the settings from the environment and ``.env``, refusing invalid values."""
         try:
             return cls()
+        except UnicodeDecodeError:
+            # python-dotenv's own error names neither the file nor what it wants.
+            raise SettingsError(
+                f"cannot read {cls.model_config.get('env_file')}: it is not UTF-8 text; "
+                "want one KEY=value a line"
+            ) from None
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read {cls.model_config.get('env_file')}: {exc.strerror}; want a file "
+                "the service's user may read, or none"
+            ) from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{str(error['loc'][0]).upper()}={_masked(error['input'])!r}: {error['msg']}"
@@ -260,13 +277,17 @@ class DatabaseSettings(PartSettings):
     database_url: SecretStr = SecretStr(
         "sqlite+aiosqlite:///./my_service.db",
     )
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=0, ge=0)
-    database_pool_timeout: float = Field(default=5.0, gt=0)
-    database_connect_timeout: float = Field(default=5.0, gt=0)
-    database_statement_timeout: float = Field(default=10.0, gt=0)
-    database_ready_timeout: float = Field(default=1.0, gt=0)
-    database_pool_recycle: int = Field(default=1800, ge=-1)
+    # Connections per worker: PostgreSQL allows 100 in all unless told otherwise.
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=0, ge=0, le=1000)
+    # Seconds. A request waits on these; past a minute its client has long given up, and
+    # a statement (a report, say) gets ten.
+    database_pool_timeout: float = Field(default=5.0, gt=0, le=60)
+    database_connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    database_statement_timeout: float = Field(default=10.0, gt=0, le=600)
+    database_ready_timeout: float = Field(default=1.0, gt=0, le=60)
+    # Seconds a connection lives, at most a day; -1 for ever.
+    database_pool_recycle: int = Field(default=1800, ge=-1, le=86_400)
     database_pool_pre_ping: bool = False
     database_echo: bool = False
 
@@ -842,7 +863,8 @@ def _queries(count: int) -> str:
 class RequestLogSettings(PartSettings):
     """How requests are logged, and when one counts as slow."""
 
-    slow_request_ms: float = Field(default=500.0, ge=0)
+    # At most the longest a statement may run (DATABASE_STATEMENT_TIMEOUT's ceiling).
+    slow_request_ms: float = Field(default=500.0, ge=0, le=600_000)
     log_format: Literal["plain", "json"] = "plain"
 
 
@@ -1214,8 +1236,9 @@ async def _overloaded(request: Request, exc: Exception) -> Response:
 class CacheSettings(PartSettings):
     """The cache's size and lifetimes, and how invalidations reach other processes."""
 
-    cache_ttl_seconds: float = Field(default=30, gt=0)
-    cache_max_entries: int = Field(default=1024, ge=1)
+    # At most a day, and ten million entries per worker (each a serialized response).
+    cache_ttl_seconds: float = Field(default=30, gt=0, le=86_400)
+    cache_max_entries: int = Field(default=1024, ge=1, le=10_000_000)
     cache_notify: bool = True
     cache_channel: str = "my_service_cache"
 
@@ -1821,9 +1844,10 @@ def _listening_connection(
 class OffloadSettings(PartSettings):
     """The offload pool's threads, and the line in front of them."""
 
-    offload_threads: int = Field(default=4, ge=1)
-    offload_max_waiting: int = Field(default=16, ge=0)
-    offload_wait_timeout: float = Field(default=5.0, gt=0)
+    # Each thread holds a stack of its own; anyio's shared pool has 40.
+    offload_threads: int = Field(default=4, ge=1, le=256)
+    offload_max_waiting: int = Field(default=16, ge=0, le=10_000)
+    offload_wait_timeout: float = Field(default=5.0, gt=0, le=60)
 
 
 @dataclass(slots=True)
@@ -2096,11 +2120,13 @@ class GuardSettings(PartSettings):
     """How many requests run at once, and how long the others may wait."""
 
     guard_enabled: bool = True
-    guard_max_in_flight: int = Field(default=10, ge=1)
-    guard_max_waiting: int = Field(default=20, ge=0)
-    guard_wait_timeout: float = Field(default=0.1, gt=0)
-    guard_min_in_flight: int = Field(default=5, ge=1)
-    guard_standing_wait_timeout: float = Field(default=0.005, gt=0)
+    # As many as the database pool may hold; a line at most ten times that.
+    guard_max_in_flight: int = Field(default=10, ge=1, le=1000)
+    guard_max_waiting: int = Field(default=20, ge=0, le=10_000)
+    # Seconds; a line is for bursts, and a wait of minutes only turns overload into timeouts.
+    guard_wait_timeout: float = Field(default=0.1, gt=0, le=60)
+    guard_min_in_flight: int = Field(default=5, ge=1, le=1000)
+    guard_standing_wait_timeout: float = Field(default=0.005, gt=0, le=1)
     guard_adaptive: bool = True
 
 
@@ -2501,8 +2527,9 @@ def _leave_line(limit: ConcurrencyLimit, waiting: "asyncio.Future[bool]") -> Non
 class BodyLimitSettings(PartSettings):
     """How large a request body may be, and how long it may take to arrive."""
 
-    max_body_bytes: int = Field(default=1_048_576, ge=1)
-    body_read_timeout: float = Field(default=10.0, gt=0)
+    # A body is held in memory whole: at most 512 MiB, and ten minutes to arrive.
+    max_body_bytes: int = Field(default=1_048_576, ge=1, le=536_870_912)
+    body_read_timeout: float = Field(default=10.0, gt=0, le=600)
 
 
 @dataclass(slots=True)
@@ -2649,9 +2676,11 @@ def _error_response(status_code: int, detail: str) -> tuple[int, list[tuple[byte
 class SlowClientSettings(PartSettings):
     """How long a client may take to send its headers and to read its response."""
 
-    send_timeout: float = Field(default=10.0, gt=0)
-    header_read_timeout: float = Field(default=10.0, gt=0)
-    max_header_bytes: int = Field(default=32_768, ge=1024)
+    # Seconds: a response may take ten minutes to be read, headers a minute to arrive, and
+    # they may fill 1 MiB (nginx allows 32 KiB, h11 16 KiB).
+    send_timeout: float = Field(default=10.0, gt=0, le=600)
+    header_read_timeout: float = Field(default=10.0, gt=0, le=60)
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
 
 
 @dataclass(slots=True)
@@ -3303,8 +3332,8 @@ class Settings(KitSettings):
     upper-cased environment variable or ``.env``.
     """
 
-    # How long owner summaries may trail the writes (see CoalescingRefresher).
-    summary_refresh_delay: float = Field(default=1.0, ge=0)
+    # How long owner summaries may trail the writes (see CoalescingRefresher); an hour at most.
+    summary_refresh_delay: float = Field(default=1.0, ge=0, le=3600)
 
 
 # --- Models -----------------------------------------------------------------------------
