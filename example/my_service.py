@@ -2151,6 +2151,7 @@ class _Waiter:
     place: "asyncio.Future[bool]"
     since: float
     cut: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 class ConcurrencyLimit:
@@ -2165,10 +2166,14 @@ class ConcurrencyLimit:
     it compares their average latency with a baseline, shrinks the limit when latency rises
     past ``tolerance`` times the baseline, and grows it a little each window while it does
     not. Averages, not minimums: a minimum latency would shed too much.
-    The line follows "Fail at Scale": a request waits up to ``wait_timeout``, but once the
-    line has not been empty for ``wait_timeout`` (a standing queue, not a burst) it waits at
-    most ``standing_wait_timeout`` and the newest is served first, since it is the likeliest
-    still to have a client waiting for it. After ``idle_reset`` seconds with nothing in
+    The line follows "Fail at Scale", which tells a burst from a standing queue. A burst
+    drains: it is served in order, in as many rounds of work as it needs (at most
+    ``max_waiting / max_in_flight``), and a waiter is refused only once the line has not
+    moved for ``wait_timeout``, as nothing in flight finishes (a silent database). A line
+    that has not been empty for ``wait_timeout`` and still takes in requests stands: the
+    service is not keeping up, so a request waits at most ``standing_wait_timeout`` and the
+    newest is served first, since it is the likeliest still to have a client waiting for
+    it. After ``idle_reset`` seconds with nothing in
     flight the limit starts again from its ceiling: an idle worker has nothing queued, and
     the next burst should find the room it has.
     """
@@ -2213,6 +2218,8 @@ class ConcurrencyLimit:
         self._window_peak = 0
         self._line: deque[_Waiter] = deque()
         self._line_since = 0.0
+        self._stands = False
+        self._moved = clock()
         self._overflowed = -math.inf
         self._idle_since = clock()
 
@@ -2238,6 +2245,9 @@ class ConcurrencyLimit:
         or it has overflowed within ``wait_timeout`` and the request has not ``waited``
         unseen before it got here (the places left are kept for those that may have)."""
         now = self.clock()
+        if self._line and now - self._line_since >= self.wait_timeout:
+            # Requests keep coming to a line that has not emptied for wait_timeout.
+            self._stands = True
         self._cut_standing_line(now)
         if len(self._line) >= self.max_waiting:
             self._overflowed = now
@@ -2259,10 +2269,11 @@ class ConcurrencyLimit:
         now = self.clock()
         if not self._line:
             self._line_since = now
+            self._stands = False
         waiter = _Waiter(loop.create_future(), now)
         self._line.append(waiter)
         stats.waiting += 1
-        timer = loop.call_later(self.wait_timeout, _expire, waiter.place)
+        waiter.deadline = loop.call_later(self.wait_timeout, self._give_up_if_stuck, waiter)
         try:
             admitted = await waiter.place
         except asyncio.CancelledError:
@@ -2273,7 +2284,8 @@ class ConcurrencyLimit:
             stats.gone_while_waiting += 1
             raise
         finally:
-            timer.cancel()
+            if waiter.deadline is not None:
+                waiter.deadline.cancel()
             stats.waiting -= 1
             if waiter in self._line:
                 self._line.remove(waiter)
@@ -2290,6 +2302,7 @@ class ConcurrencyLimit:
         now = self.clock()
         if arrived is not None and self.adaptive:
             self._sample(now - arrived)
+        self._moved = now
         self.stats.in_flight -= 1
         self._cut_standing_line(now)
         self._hand_over(now)
@@ -2306,7 +2319,7 @@ class ConcurrencyLimit:
         line = self._line
         while line and stats.in_flight < stats.limit:
             # Oldest first while the line is a passing burst, newest first once it stands.
-            waiter = line.pop() if self._standing(now) else line.popleft()
+            waiter = line.pop() if self._standing() else line.popleft()
             if not waiter.place.done():
                 stats.in_flight += 1
                 self._window_peak = max(self._window_peak, stats.in_flight)
@@ -2314,14 +2327,28 @@ class ConcurrencyLimit:
         if not line:
             self._line_since = now
 
-    def _standing(self, now: float) -> bool:
-        return bool(self._line) and now - self._line_since >= self.wait_timeout
+    def _standing(self) -> bool:
+        return self._stands and bool(self._line)
+
+    def _give_up_if_stuck(self, waiter: _Waiter) -> None:
+        # A waiter counts its wait from its arrival or from the last request to finish,
+        # whichever is later: a line that moves is a burst draining, however long it is.
+        if waiter.place.done():
+            return
+        still = self.clock() - max(waiter.since, self._moved)
+        if still >= self.wait_timeout:
+            _expire(waiter.place)
+        else:
+            loop = asyncio.get_running_loop()
+            waiter.deadline = loop.call_later(
+                self.wait_timeout - still, self._give_up_if_stuck, waiter
+            )
 
     def _cut_standing_line(self, now: float) -> None:
         # In a standing line the oldest have waited longest and are at the front: refuse
         # them once past the short deadline, rather than serve requests nobody awaits.
         line = self._line
-        if not self._standing(now):
+        if not self._standing():
             return
         while line and now - line[0].since >= self.standing_wait_timeout:
             waiter = line.popleft()
