@@ -2167,15 +2167,14 @@ class ConcurrencyLimit:
     past ``tolerance`` times the baseline, and grows it a little each window while it does
     not. Averages, not minimums: a minimum latency would shed too much.
     The line follows "Fail at Scale", which tells a burst from a standing queue. A burst
-    drains: it is served in order, in as many rounds of work as it needs (at most
-    ``max_waiting / max_in_flight``), and a waiter is refused only once the line has not
-    moved for ``wait_timeout``, as nothing in flight finishes (a silent database). A line
-    that has not been empty for ``wait_timeout`` and still takes in requests stands: the
-    service is not keeping up, so a request waits at most ``standing_wait_timeout`` and the
-    newest is served first, since it is the likeliest still to have a client waiting for
-    it. After ``idle_reset`` seconds with nothing in
-    flight the limit starts again from its ceiling: an idle worker has nothing queued, and
-    the next burst should find the room it has.
+    drains: it is served in order, in as many rounds of work as it needs, and a waiter is
+    refused only once nothing in flight has finished for ``wait_timeout`` (the line is
+    stuck: a silent database, say). A line that has not been empty for ``wait_timeout``
+    and still takes in requests stands: the service is not keeping up, so a request waits
+    at most ``standing_wait_timeout`` and the newest is served first, since it is the
+    likeliest still to have a client waiting for it. After ``idle_reset`` seconds with
+    nothing in flight the limit starts again from its ceiling: an idle worker has nothing
+    queued, and the next burst should find the room it has.
     """
 
     def __init__(
