@@ -277,11 +277,12 @@ class DatabaseSettings(PartSettings):
     database_url: SecretStr = SecretStr(
         "sqlite+aiosqlite:///./my_service.db",
     )
-    # Connections per worker: PostgreSQL allows 100 in all unless told otherwise.
+    # Connections per worker, as many as GUARD_MAX_IN_FLIGHT may be (PostgreSQL allows 100
+    # in all unless told otherwise).
     database_pool_size: int = Field(default=10, ge=1, le=1000)
     database_max_overflow: int = Field(default=0, ge=0, le=1000)
-    # Seconds. A request waits on these; past a minute its client has long given up, and
-    # a statement (a report, say) gets ten.
+    # Seconds. A request waits on these: past a minute its client has long given up; a
+    # statement (a report, say) may take ten.
     database_pool_timeout: float = Field(default=5.0, gt=0, le=60)
     database_connect_timeout: float = Field(default=5.0, gt=0, le=60)
     database_statement_timeout: float = Field(default=10.0, gt=0, le=600)
@@ -2245,7 +2246,7 @@ class ConcurrencyLimit:
         unseen before it got here (the places left are kept for those that may have)."""
         now = self.clock()
         if self._line and now - self._line_since >= self.wait_timeout:
-            # Requests keep coming to a line that has not emptied for wait_timeout.
+            # Requests keep coming to a line that has not emptied for wait_timeout: it stands.
             self._stands = True
         self._cut_standing_line(now)
         if len(self._line) >= self.max_waiting:
