@@ -219,9 +219,15 @@ class PartSettings(BaseSettings):
 
     # Errors never carry the raw input: a database URL holds a password. from_env shows
     # each refused value itself, with any password masked. Variables of .env that are not
-    # settings (the deployment's own) are left alone, as the environment's are.
+    # settings (the deployment's own) are left alone, as the environment's are. No setting
+    # is infinite or NaN: an endless deadline is one no wait ever reaches, and every bound
+    # (each field's le=) says where a value stops being a choice and becomes a mistake.
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
     @classmethod
@@ -229,6 +235,17 @@ class PartSettings(BaseSettings):
         """Read the settings from the environment and ``.env``, refusing invalid values."""
         try:
             return cls()
+        except UnicodeDecodeError:
+            # python-dotenv's own error names neither the file nor what it wants.
+            raise SettingsError(
+                f"cannot read {cls.model_config.get('env_file')}: it is not UTF-8 text; "
+                "want one KEY=value a line"
+            ) from None
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read {cls.model_config.get('env_file')}: {exc.strerror}; want a file "
+                "the service's user may read, or none"
+            ) from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{str(error['loc'][0]).upper()}={_masked(error['input'])!r}: {error['msg']}"
@@ -260,13 +277,18 @@ class DatabaseSettings(PartSettings):
     database_url: SecretStr = SecretStr(
         "sqlite+aiosqlite:///./my_service.db",
     )
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=0, ge=0)
-    database_pool_timeout: float = Field(default=5.0, gt=0)
-    database_connect_timeout: float = Field(default=5.0, gt=0)
-    database_statement_timeout: float = Field(default=10.0, gt=0)
-    database_ready_timeout: float = Field(default=1.0, gt=0)
-    database_pool_recycle: int = Field(default=1800, ge=-1)
+    # Connections per worker, as many as GUARD_MAX_IN_FLIGHT may be (PostgreSQL allows 100
+    # in all unless told otherwise).
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_max_overflow: int = Field(default=0, ge=0, le=1000)
+    # Seconds. A request waits on these: past a minute its client has long given up; a
+    # statement (a report, say) may take ten.
+    database_pool_timeout: float = Field(default=5.0, gt=0, le=60)
+    database_connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    database_statement_timeout: float = Field(default=10.0, gt=0, le=600)
+    database_ready_timeout: float = Field(default=1.0, gt=0, le=60)
+    # Seconds a connection lives, at most a day; -1 for ever.
+    database_pool_recycle: int = Field(default=1800, ge=-1, le=86_400)
     database_pool_pre_ping: bool = False
     database_echo: bool = False
 
@@ -842,7 +864,8 @@ def _queries(count: int) -> str:
 class RequestLogSettings(PartSettings):
     """How requests are logged, and when one counts as slow."""
 
-    slow_request_ms: float = Field(default=500.0, ge=0)
+    # At most the longest a statement may run (DATABASE_STATEMENT_TIMEOUT's ceiling).
+    slow_request_ms: float = Field(default=500.0, ge=0, le=600_000)
     log_format: Literal["plain", "json"] = "plain"
 
 
@@ -1214,8 +1237,9 @@ async def _overloaded(request: Request, exc: Exception) -> Response:
 class CacheSettings(PartSettings):
     """The cache's size and lifetimes, and how invalidations reach other processes."""
 
-    cache_ttl_seconds: float = Field(default=30, gt=0)
-    cache_max_entries: int = Field(default=1024, ge=1)
+    # At most a day, and ten million entries per worker (each a serialized response).
+    cache_ttl_seconds: float = Field(default=30, gt=0, le=86_400)
+    cache_max_entries: int = Field(default=1024, ge=1, le=10_000_000)
     cache_notify: bool = True
     cache_channel: str = "my_service_cache"
 
@@ -1821,9 +1845,10 @@ def _listening_connection(
 class OffloadSettings(PartSettings):
     """The offload pool's threads, and the line in front of them."""
 
-    offload_threads: int = Field(default=4, ge=1)
-    offload_max_waiting: int = Field(default=16, ge=0)
-    offload_wait_timeout: float = Field(default=5.0, gt=0)
+    # Each thread holds a stack of its own; anyio's shared pool has 40.
+    offload_threads: int = Field(default=4, ge=1, le=256)
+    offload_max_waiting: int = Field(default=16, ge=0, le=10_000)
+    offload_wait_timeout: float = Field(default=5.0, gt=0, le=60)
 
 
 @dataclass(slots=True)
@@ -2096,11 +2121,13 @@ class GuardSettings(PartSettings):
     """How many requests run at once, and how long the others may wait."""
 
     guard_enabled: bool = True
-    guard_max_in_flight: int = Field(default=10, ge=1)
-    guard_max_waiting: int = Field(default=20, ge=0)
-    guard_wait_timeout: float = Field(default=0.1, gt=0)
-    guard_min_in_flight: int = Field(default=5, ge=1)
-    guard_standing_wait_timeout: float = Field(default=0.005, gt=0)
+    # As many as the database pool may hold; a line at most ten times that.
+    guard_max_in_flight: int = Field(default=10, ge=1, le=1000)
+    guard_max_waiting: int = Field(default=20, ge=0, le=10_000)
+    # Seconds; a line is for bursts, and a wait of minutes only turns overload into timeouts.
+    guard_wait_timeout: float = Field(default=0.1, gt=0, le=60)
+    guard_min_in_flight: int = Field(default=5, ge=1, le=1000)
+    guard_standing_wait_timeout: float = Field(default=0.005, gt=0, le=1)
     guard_adaptive: bool = True
 
 
@@ -2125,6 +2152,7 @@ class _Waiter:
     place: "asyncio.Future[bool]"
     since: float
     cut: bool = False
+    deadline: asyncio.TimerHandle | None = None
 
 
 class ConcurrencyLimit:
@@ -2139,12 +2167,15 @@ class ConcurrencyLimit:
     it compares their average latency with a baseline, shrinks the limit when latency rises
     past ``tolerance`` times the baseline, and grows it a little each window while it does
     not. Averages, not minimums: a minimum latency would shed too much.
-    The line follows "Fail at Scale": a request waits up to ``wait_timeout``, but once the
-    line has not been empty for ``wait_timeout`` (a standing queue, not a burst) it waits at
-    most ``standing_wait_timeout`` and the newest is served first, since it is the likeliest
-    still to have a client waiting for it. After ``idle_reset`` seconds with nothing in
-    flight the limit starts again from its ceiling: an idle worker has nothing queued, and
-    the next burst should find the room it has.
+    The line follows "Fail at Scale", which tells a burst from a standing queue. A burst
+    drains: it is served in order, in as many rounds of work as it needs, and a waiter is
+    refused only once nothing in flight has finished for ``wait_timeout`` (the line is
+    stuck: a silent database, say). A line that has not been empty for ``wait_timeout``
+    and still takes in requests stands: the service is not keeping up, so a request waits
+    at most ``standing_wait_timeout`` and the newest is served first, since it is the
+    likeliest still to have a client waiting for it. After ``idle_reset`` seconds with
+    nothing in flight the limit starts again from its ceiling: an idle worker has nothing
+    queued, and the next burst should find the room it has.
     """
 
     def __init__(
@@ -2187,6 +2218,8 @@ class ConcurrencyLimit:
         self._window_peak = 0
         self._line: deque[_Waiter] = deque()
         self._line_since = 0.0
+        self._stands = False
+        self._moved = clock()
         self._overflowed = -math.inf
         self._idle_since = clock()
 
@@ -2212,6 +2245,9 @@ class ConcurrencyLimit:
         or it has overflowed within ``wait_timeout`` and the request has not ``waited``
         unseen before it got here (the places left are kept for those that may have)."""
         now = self.clock()
+        if self._line and now - self._line_since >= self.wait_timeout:
+            # Requests keep coming to a line that has not emptied for wait_timeout: it stands.
+            self._stands = True
         self._cut_standing_line(now)
         if len(self._line) >= self.max_waiting:
             self._overflowed = now
@@ -2233,10 +2269,11 @@ class ConcurrencyLimit:
         now = self.clock()
         if not self._line:
             self._line_since = now
+            self._stands = False
         waiter = _Waiter(loop.create_future(), now)
         self._line.append(waiter)
         stats.waiting += 1
-        timer = loop.call_later(self.wait_timeout, _expire, waiter.place)
+        waiter.deadline = loop.call_later(self.wait_timeout, self._give_up_if_stuck, waiter)
         try:
             admitted = await waiter.place
         except asyncio.CancelledError:
@@ -2247,7 +2284,8 @@ class ConcurrencyLimit:
             stats.gone_while_waiting += 1
             raise
         finally:
-            timer.cancel()
+            if waiter.deadline is not None:
+                waiter.deadline.cancel()
             stats.waiting -= 1
             if waiter in self._line:
                 self._line.remove(waiter)
@@ -2264,6 +2302,7 @@ class ConcurrencyLimit:
         now = self.clock()
         if arrived is not None and self.adaptive:
             self._sample(now - arrived)
+        self._moved = now
         self.stats.in_flight -= 1
         self._cut_standing_line(now)
         self._hand_over(now)
@@ -2280,7 +2319,7 @@ class ConcurrencyLimit:
         line = self._line
         while line and stats.in_flight < stats.limit:
             # Oldest first while the line is a passing burst, newest first once it stands.
-            waiter = line.pop() if self._standing(now) else line.popleft()
+            waiter = line.pop() if self._standing() else line.popleft()
             if not waiter.place.done():
                 stats.in_flight += 1
                 self._window_peak = max(self._window_peak, stats.in_flight)
@@ -2288,14 +2327,28 @@ class ConcurrencyLimit:
         if not line:
             self._line_since = now
 
-    def _standing(self, now: float) -> bool:
-        return bool(self._line) and now - self._line_since >= self.wait_timeout
+    def _standing(self) -> bool:
+        return self._stands and bool(self._line)
+
+    def _give_up_if_stuck(self, waiter: _Waiter) -> None:
+        # A waiter counts its wait from its arrival or from the last request to finish,
+        # whichever is later: a line that moves is a burst draining, however long it is.
+        if waiter.place.done():
+            return
+        still = self.clock() - max(waiter.since, self._moved)
+        if still >= self.wait_timeout:
+            _expire(waiter.place)
+        else:
+            loop = asyncio.get_running_loop()
+            waiter.deadline = loop.call_later(
+                self.wait_timeout - still, self._give_up_if_stuck, waiter
+            )
 
     def _cut_standing_line(self, now: float) -> None:
         # In a standing line the oldest have waited longest and are at the front: refuse
         # them once past the short deadline, rather than serve requests nobody awaits.
         line = self._line
-        if not self._standing(now):
+        if not self._standing():
             return
         while line and now - line[0].since >= self.standing_wait_timeout:
             waiter = line.popleft()
@@ -2501,8 +2554,9 @@ def _leave_line(limit: ConcurrencyLimit, waiting: "asyncio.Future[bool]") -> Non
 class BodyLimitSettings(PartSettings):
     """How large a request body may be, and how long it may take to arrive."""
 
-    max_body_bytes: int = Field(default=1_048_576, ge=1)
-    body_read_timeout: float = Field(default=10.0, gt=0)
+    # A body is held in memory whole: at most 512 MiB, and ten minutes to arrive.
+    max_body_bytes: int = Field(default=1_048_576, ge=1, le=536_870_912)
+    body_read_timeout: float = Field(default=10.0, gt=0, le=600)
 
 
 @dataclass(slots=True)
@@ -2649,9 +2703,11 @@ def _error_response(status_code: int, detail: str) -> tuple[int, list[tuple[byte
 class SlowClientSettings(PartSettings):
     """How long a client may take to send its headers and to read its response."""
 
-    send_timeout: float = Field(default=10.0, gt=0)
-    header_read_timeout: float = Field(default=10.0, gt=0)
-    max_header_bytes: int = Field(default=32_768, ge=1024)
+    # Seconds: a response may take ten minutes to be read, headers a minute to arrive, and
+    # they may fill 1 MiB (nginx allows 32 KiB, h11 16 KiB).
+    send_timeout: float = Field(default=10.0, gt=0, le=600)
+    header_read_timeout: float = Field(default=10.0, gt=0, le=60)
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
 
 
 @dataclass(slots=True)
@@ -3303,8 +3359,8 @@ class Settings(KitSettings):
     upper-cased environment variable or ``.env``.
     """
 
-    # How long owner summaries may trail the writes (see CoalescingRefresher).
-    summary_refresh_delay: float = Field(default=1.0, ge=0)
+    # How long owner summaries may trail the writes (see CoalescingRefresher); an hour at most.
+    summary_refresh_delay: float = Field(default=1.0, ge=0, le=3600)
 
 
 # --- Models -----------------------------------------------------------------------------

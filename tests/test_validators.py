@@ -1,6 +1,9 @@
 """Copier refuses each bad answer with a message that says what is wanted."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ from projects import render
         ({"cache_ttl_seconds": 0}, "Give a whole number of seconds from 1 to 86400"),
         ({"cache_max_entries": 0}, "Give a whole number of entries from 1 to 10000000"),
         ({"guard_max_in_flight": 0}, "Give a whole number from 1 to 1000"),
+        # Past the settings' own ceilings: the service would refuse such a default.
+        ({"cache_ttl_seconds": 86401}, "Give a whole number of seconds from 1 to 86400"),
+        ({"cache_max_entries": 10000001}, "Give a whole number of entries from 1 to 10000000"),
+        ({"guard_max_in_flight": 1001}, "Give a whole number from 1 to 1000"),
         ({"guard_max_in_flight": 4, "guard_max_waiting": 41}, "from 0 to 40"),
         ({"guard_max_waiting": -1}, "from 0 to 100"),
     ],
@@ -69,3 +76,23 @@ def test_the_waiting_line_defaults_to_twice_the_requests_in_flight(
     assert "GUARD_MAX_IN_FLIGHT=8\n" in example
     assert "GUARD_MAX_WAITING=16\n" in example
     assert "DATABASE_POOL_SIZE=8\n" in example
+
+
+def test_the_largest_answers_give_defaults_the_service_accepts(
+    template: Path, tmp_path: Path
+) -> None:
+    answers = {
+        "cache_ttl_seconds": 86400,
+        "cache_max_entries": 10_000_000,
+        "guard_max_in_flight": 1000,
+        "guard_max_waiting": 10_000,
+    }
+    project = render(template, tmp_path / "project", **answers)
+    # Only the rendering's defaults: no variable of this environment may stand in for them.
+    environment = {"PATH": os.environ.get("PATH", "")}
+    subprocess.run(
+        [sys.executable, "-c", "import my_service; my_service.Settings.from_env()"],
+        cwd=project,
+        env=environment,
+        check=True,
+    )

@@ -494,3 +494,58 @@ async def test_a_body_read_before_admission_reaches_the_app_whole() -> None:
     assert response.content == b"first second third"
     assert received == [b"first second third"]
     assert (await client.get("/echo")).status_code == 200  # no body: passes straight through
+
+
+# A burst drains; a line that keeps taking requests stands. Driven by the fake clock.
+
+
+async def test_a_burst_of_three_times_the_limit_is_served_whole() -> None:
+    # Thirty requests at once against an idle limit of ten: the twenty that wait need two
+    # rounds of work, 180 ms here, well past the line's 100 ms; but the line moves all along.
+    clock = FakeClock()
+    limit = ConcurrencyLimit(10, 20, 0.1, clock=clock)
+    assert all(limit.try_acquire() for _ in range(10))
+    admitted: list[str] = []
+    burst = [
+        await wait_in_line(limit, clock, clock.now, f"request {number}", admitted)
+        for number in range(20)
+    ]
+    for _ in range(30):  # a worker's loop finishes one of them every 6 ms
+        clock.now += 0.006
+        limit.release()
+    assert await asyncio.gather(*burst) == [True] * 20
+    assert admitted == [f"request {number}" for number in range(20)]
+    assert (limit.stats.rejected_waited_too_long, limit.stats.rejected_standing_line) == (0, 0)
+    assert (limit.stats.in_flight, limit.stats.waiting) == (0, 0)
+
+
+async def test_a_line_that_keeps_taking_requests_stands_and_is_cut_short() -> None:
+    # Requests arrive as fast as they are served, so the line never empties: once it has
+    # stood for 100 ms, those waiting longer than 5 ms are refused, and those arriving
+    # after them are served at once.
+    clock = FakeClock()
+    start = clock.now
+    limit = ConcurrencyLimit(10, 20, 0.1, standing_wait_timeout=0.005, clock=clock)
+    assert all(limit.try_acquire() for _ in range(10))
+    admitted: list[str] = []
+    burst = [
+        await wait_in_line(limit, clock, start, f"burst {number}", admitted) for number in range(19)
+    ]
+    arrivals = []
+    for number in range(30):  # one arrives 3 ms before each one finishes
+        arrivals.append(
+            await wait_in_line(limit, clock, clock.now + 0.003, f"arrival {number}", admitted)
+        )
+        clock.now += 0.003
+        limit.release()
+    # Arrival 17 came at 105 ms, to a line that had not been empty since the start.
+    stood = 17
+    for _ in range(limit.stats.in_flight):
+        limit.release()
+    burst_served = await asyncio.gather(*burst)
+    arrivals_served = await asyncio.gather(*arrivals)
+    assert burst_served == [True] * stood + [False] * (19 - stood)
+    assert arrivals_served == [False] * stood + [True] * (30 - stood)
+    assert admitted[stood:] == [f"arrival {number}" for number in range(stood, 30)]
+    assert limit.stats.rejected_standing_line == 19
+    assert limit.stats.rejected_waited_too_long == 0

@@ -2,6 +2,8 @@
 with.
 """
 
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -146,6 +148,65 @@ def test_an_invalid_value_is_refused_naming_the_variable(
     with pytest.raises(SettingsError, match="invalid settings") as caught:
         from_env({variable: value})
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_STATEMENT_TIMEOUT", "inf", "Input should be a finite number"),
+        ("GUARD_WAIT_TIMEOUT", "1e309", "Input should be a finite number"),
+        ("CACHE_TTL_SECONDS", "nan", "Input should be a finite number"),
+        ("DATABASE_POOL_TIMEOUT", "1e300", "Input should be less than or equal to 60"),
+        ("DATABASE_STATEMENT_TIMEOUT", "3600", "Input should be less than or equal to 600"),
+        ("DATABASE_POOL_SIZE", "1000000000000", "Input should be less than or equal to 1000"),
+        ("MAX_BODY_BYTES", "10000000000", "Input should be less than or equal to 536870912"),
+    ],
+)
+def test_an_endless_or_outsized_value_is_refused_naming_the_variable_and_its_range(
+    from_env: FromEnv, variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match="invalid settings") as caught:
+        from_env({variable: value})
+    assert f"{variable}={value!r}: {message}" in str(caught.value)
+
+
+def numbers() -> list[str]:
+    """The variables of every setting that holds a number, the service's own included."""
+    return sorted(
+        name.upper()
+        for name, setting in Settings.model_fields.items()
+        if setting.annotation in (int, float)
+    )
+
+
+@pytest.mark.parametrize("variable", numbers())
+def test_every_number_is_bounded_and_finite(from_env: FromEnv, variable: str) -> None:
+    # A setting added without a ceiling fails here: an endless timeout or a pool of a
+    # trillion connections must stop the service at start-up, not hang it later.
+    for value in ("1e300", "1" + "0" * 30, "inf", "-inf", "nan"):
+        with pytest.raises(SettingsError, match=f"{variable}={value!r}: "):
+            from_env({variable: value})
+
+
+def test_a_dot_env_that_is_not_text_is_refused_naming_the_file(
+    from_env: FromEnv, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_bytes(b"DATABASE_ECHO=true\nDATABASE_POOL_SIZE=\xff\xfe20\n")
+    with pytest.raises(SettingsError) as caught:
+        from_env({})
+    assert str(caught.value) == "cannot read .env: it is not UTF-8 text; want one KEY=value a line"
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() == 0, reason="the superuser may read any file"
+)
+def test_a_dot_env_the_service_may_not_read_is_refused_naming_the_file(
+    from_env: FromEnv, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("DATABASE_ECHO=true\n")
+    (tmp_path / ".env").chmod(0)
+    with pytest.raises(SettingsError, match=r"cannot read \.env: Permission denied; want a file"):
+        from_env({})
 
 
 def test_env_example_lists_every_setting_with_its_default(from_env: FromEnv) -> None:
