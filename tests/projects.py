@@ -170,8 +170,9 @@ CHECKS = (
     ["ruff", "format", "--check", "--diff", "--no-cache", "."],
     ["mypy", "--cache-dir", "/dev/null", "."],
 )
-# -rA: a line for each test that passed, in one process as across pytest-xdist's workers.
-SUITE = ["pytest", "-rA", "-p", "no:cacheprovider"]
+# -rfEsp: a line for each test that failed, erred, was skipped or passed, the same in one
+# process as across pytest-xdist's workers (-rA would add every passed test's output).
+SUITE = ["pytest", "-rfEsp", "-p", "no:cacheprovider"]
 
 
 def generated_suite(

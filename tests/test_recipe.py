@@ -125,7 +125,7 @@ def test_the_readmes_commands_for_a_teams_own_file_run_it_and_the_fuzz_of_its_ro
     own_file, with_the_fuzz = found.group(1).splitlines()
     for command, fuzzed in ((own_file, 0), (with_the_fuzz, 3)):
         words = command.removeprefix(".venv/bin/").split()
-        result = run([*words, "-rA", "-p", "no:cacheprovider"], followed)
+        result = run([*words, "-rfEsp", "-p", "no:cacheprovider"], followed)
         assert result.returncode == 0, result.stdout + result.stderr
         # The recipe's three tests, and the fuzz of its three routes (POST /notes, GET /notes,
         # GET /notes/{note_id}) and no other.
