@@ -81,7 +81,7 @@ def test_the_recipe_gives_a_clean_project_and_a_green_suite(followed: Path) -> N
         assert result.returncode == 0, result.stdout + result.stderr
     result = run(["pytest", "-q", "-p", "no:cacheprovider"], followed)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "routes no test called" not in result.stdout
+    assert "every route is called by a test" not in result.stdout
 
 
 def test_an_n_plus_one_and_an_untested_route_turn_the_suite_red(
@@ -111,7 +111,12 @@ def test_an_n_plus_one_and_an_untested_route_turn_the_suite_red(
     assert "GET /notes sends more statements the more rows there are" in result.stdout
     assert "repeated: 7 x SELECT note.id, note.title, note.body FROM note WHERE" in result.stdout
     assert "in list_notes" in result.stdout
-    assert "GET /notes-count: add a test" in result.stdout
+    # The route no test called is a failed test, named on its FAILED line with the fix, and
+    # counted in the last line.
+    failed = "FAILED tests/conftest.py::every route is called by a test[GET /notes-count] - "
+    assert failed in result.stdout, result.stdout
+    assert "no test called GET /notes-count: add a test" in result.stdout, result.stdout
+    assert re.search(r"^\d+ failed, \d+ passed.* in ", result.stdout, re.M), result.stdout
 
 
 def test_the_readmes_commands_for_a_teams_own_file_run_it_and_the_fuzz_of_its_routes(

@@ -92,15 +92,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         for route in api_routes(create_app(Settings()).routes)
         for method in route.methods or ()
     }
-    missing = sorted(routes - EXERCISED_ROUTES)
-    if missing:
-        reporter: Any = session.config.pluginmanager.get_plugin("terminalreporter")
-        reporter.write_sep("=", "routes no test called", red=True)
-        for method, path in missing:
-            reporter.write_line(
-                f"{method} {path}: add a test that calls it through the client fixture and "
-                "checks its query count with expect_queries()"
-            )
+    for method, path in sorted(routes - EXERCISED_ROUTES):
+        # A failed test of its own, so that the route and the fix are on a FAILED line and
+        # in the summary's count, not only in a report a green last line would hide.
+        name = f"every route is called by a test[{method} {path}]"
+        report = pytest.TestReport(
+            nodeid=f"tests/conftest.py::{name}",
+            location=("tests/conftest.py", 0, name),
+            keywords={},
+            outcome="failed",
+            longrepr=(
+                f"no test called {method} {path}: add a test that calls it through the client "
+                "fixture and checks its query count with expect_queries()"
+            ),
+            when="call",
+        )
+        session.config.hook.pytest_runtest_logreport(report=report)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
