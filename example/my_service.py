@@ -515,14 +515,20 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
 
 
 class SchemaBehind(RuntimeError):
-    """The database is behind the code's migrations: the service does not start."""
+    """The database is behind the code: behind its migrations, or lacking what its models
+    declare. The service does not start.
+    """
 
 
-async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> None:
+async def check_schema(
+    engine: AsyncEngine, versions: Path | None = None, tables: sa.MetaData = SQLModel.metadata
+) -> None:
     """Raise ``SchemaBehind`` if the database is behind the revisions in ``versions`` (by
-    default ``migrations/versions`` beside the module); warn if it is past them, as when a
-    newer release migrated it in a rolling deploy. Not checked: in-memory SQLite (it starts
-    empty for whoever opens it) and a database unreachable now (``/ready`` tells of it)."""
+    default ``migrations/versions`` beside the module), or at their head with tables that
+    differ from ``tables`` (every model's): a column or a table missing, a column's kind or
+    nullability, an index. Warn if it is past the head, as when a newer release migrated it
+    in a rolling deploy. Not checked: in-memory SQLite (it starts empty for whoever opens
+    it) and a database unreachable now (``/ready`` tells of it)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
         # The files' text, read without importing Alembic: revision: str = "0002",
@@ -531,18 +537,27 @@ async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> Non
         known = {name for text in texts for name in _REVISION.findall(text)}
         downs = " ".join(down for text in texts for down in _DOWN.findall(text))
         replaced = set(_QUOTED.findall(downs))
+        heads = known - replaced
         try:
             async with engine.connect() as connection:
-                current = await connection.run_sync(_recorded_revisions)
+                current, differences = await connection.run_sync(_schema_now, heads, tables)
         except DatabaseUnavailable as exc:
             logger.warning("the database's schema is not checked: %s", exc)
-            current = known - replaced
-        heads, at = known - replaced, ", ".join(sorted(current)) or "no revision: never migrated"
+            current, differences = heads, []
+        at = ", ".join(sorted(current)) or "no revision: never migrated"
         if current - known:
             logger.warning("the database is at revision %s, which this code does not know", at)
         elif current != heads:
             behind = f"the database (DATABASE_URL) is at {at}, behind this code's migrations"
             raise SchemaBehind(f"{behind} ({', '.join(sorted(heads))}): run `alembic upgrade head`")
+        elif differences:
+            raise SchemaBehind(
+                f"the database (DATABASE_URL) is at this code's head ({at}), but its tables "
+                f"differ from the models: {'; '.join(differences)}. If a model changed, write "
+                'its revision with `alembic revision --autogenerate -m "what changed"`, review '
+                "it, and run `alembic upgrade head`; if the database was changed by hand, "
+                "restore what it lacks as migrations/versions/ builds it"
+            )
 
 
 _VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
@@ -551,10 +566,98 @@ _DOWN = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
 _QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
+def _schema_now(
+    connection: Connection, heads: set[str], tables: sa.MetaData
+) -> tuple[set[str], list[str]]:
+    # The revisions recorded, and, at the head, how the tables differ from the models: a
+    # database at the head whose tables are not the models' (a model changed without a
+    # revision, a column dropped by hand) would answer 500s for what it lacks.
+    current = _recorded_revisions(connection)
+    return current, _differences(connection, tables) if current == heads else []
+
+
 def _recorded_revisions(connection: Connection) -> set[str]:
     if not inspect(connection).has_table("alembic_version"):
         return set()
     return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+
+
+def _differences(connection: Connection, tables: sa.MetaData) -> list[str]:
+    # The catalogue is read once for every table of a schema: two queries on PostgreSQL
+    # (columns, indexes), a few PRAGMAs per table of the local file on SQLite.
+    inspector = inspect(connection)
+    by_schema: dict[str | None, list[sa.Table]] = {}
+    for table in tables.sorted_tables:
+        by_schema.setdefault(table.schema, []).append(table)
+    differences: list[str] = []
+    for schema, declared in by_schema.items():
+        names = [table.name for table in declared]
+        columns = inspector.get_multi_columns(schema=schema, filter_names=names)
+        indexes = inspector.get_multi_indexes(schema=schema, filter_names=names)
+        for table in declared:
+            if (schema, table.name) not in columns:
+                differences.append(f"table {table.fullname} is missing")
+                continue
+            stored = {column["name"]: column for column in columns[schema, table.name]}
+            differences += _column_differences(table, stored, connection.dialect)
+            differences += _index_differences(table, indexes.get((schema, table.name), []))
+    return differences
+
+
+def _column_differences(
+    table: sa.Table, stored: dict[str, sa.engine.interfaces.ReflectedColumn], dialect: Dialect
+) -> Iterator[str]:
+    for column in table.columns:
+        where = f"{table.fullname}.{column.name}"
+        found = stored.get(column.name)
+        if found is None:
+            yield f"column {where} is missing"
+            continue
+        declared_type = column.type.dialect_impl(dialect)
+        if not _same_kind(declared_type, found["type"], dialect):
+            stored_ddl = found["type"].compile(dialect=dialect)
+            declared_ddl = declared_type.compile(dialect=dialect)
+            yield f"{where} is {stored_ddl} in the database, {declared_ddl} in the models"
+        if found["nullable"] != column.nullable:
+            nullable = {True: "NULL allowed", False: "NOT NULL"}
+            yield (
+                f"{where} is {nullable[found['nullable']]} in the database, "
+                f"{nullable[bool(column.nullable)]} in the models"
+            )
+    for name in sorted(stored.keys() - set(table.columns.keys())):
+        # A column no model knows is harmless, unless an insert cannot leave it out.
+        found = stored[name]
+        if not found["nullable"] and found["default"] is None and "identity" not in found:
+            yield f"{table.fullname}.{name} is NOT NULL without a default, and in no model"
+
+
+def _same_kind(
+    declared: sa.types.TypeEngine[Any], found: sa.types.TypeEngine[Any], dialect: Dialect
+) -> bool:
+    # Kinds, not details: INTEGER and BIGINT, VARCHAR(50) and TEXT are alike (widths are
+    # the migration tests' business). Where the kinds differ, the same column definition
+    # still passes: SQLite stores a UUID as CHAR(32), which reads back as a string. A type
+    # SQLite does not know reads back as NullType, and is left alone.
+    if isinstance(found, sa.types.NullType) or declared._type_affinity is found._type_affinity:
+        return True
+    return _ddl(declared, dialect) == _ddl(found, dialect)
+
+
+def _ddl(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    return " ".join(column_type.compile(dialect=dialect).upper().split())
+
+
+def _index_differences(
+    table: sa.Table, stored: list[sa.engine.interfaces.ReflectedIndex]
+) -> Iterator[str]:
+    # Indexes by their columns, whatever their names (a naming convention, PostgreSQL's
+    # 63-character limit); an index of expressions is left to the migration tests.
+    found = {(tuple(index["column_names"]), bool(index["unique"])) for index in stored}
+    for index in table.indexes:
+        names = tuple(column.name for column in index.columns)
+        if len(names) == len(index.expressions) and (names, bool(index.unique)) not in found:
+            unique = "unique index" if index.unique else "index"
+            yield f"{unique} {index.name} on {table.fullname}({', '.join(names)}) is missing"
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -590,7 +693,7 @@ async def open_database(app: FastAPI, settings: DatabaseSettings) -> AsyncIterat
     app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
     try:
         # The schema is the migrations' business (alembic upgrade head); start-up only
-        # checks that the database is not behind them.
+        # checks that the database is not behind them, nor its tables the models'.
         await check_schema(app.state.reads)
         yield
     finally:
