@@ -424,10 +424,12 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
 _ROLLED_BACK_SQLSTATES = ("40001", "40P01")
 
 
-def _unavailable_on_failure(context: ExceptionContext) -> None:
+def _unavailable_on_failure(context: ExceptionContext) -> DatabaseUnavailable | None:
+    # Returned, not raised: the listeners after this one (the breaker's) still see the
+    # failure, and SQLAlchemy raises what the last of them returned.
     error = context.original_exception
     if context.is_pre_ping or not isinstance(error, Exception):
-        return  # pre-ping reconnects by itself, and a cancelled task stays cancelled
+        return None  # pre-ping reconnects by itself, and a cancelled task stays cancelled
     sqlstate = str(getattr(error, "sqlstate", ""))
     if isinstance(error, TimeoutError):
         # asyncpg's command timeout: nothing came back in time. The pool's other connections
@@ -444,8 +446,8 @@ def _unavailable_on_failure(context: ExceptionContext) -> None:
     elif _sqlite_busy(error):
         reason = "the write lock is still taken"
     else:
-        return
-    raise DatabaseUnavailable(f"{reason}: {error!r}") from error
+        return None
+    return DatabaseUnavailable(f"{reason}: {error!r}")
 
 
 def _sqlite_busy(error: Exception) -> bool:
@@ -512,6 +514,163 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
     # keeps asyncio from logging "exception was never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+@dataclass(slots=True)
+class DatabaseStats:
+    """How often the database was found down, and what the service did while it was:
+    exported as ``database_...``, beside the gauge ``database_available``.
+    """
+
+    outages: int = 0
+    refused: int = 0
+    probes: int = 0
+
+
+class DatabaseBreaker:
+    """A database known to be down answers at once: while it is, every connection the
+    engine would make or hand out is refused with ``DatabaseUnavailable`` (a 503 with
+    ``Retry-After``), without waiting and without asking the database, and one probe at a
+    time (a statement of its own, after 0.25 s, then after waits doubling up to
+    ``longest_wait``) finds out when it is back; the first that answers lets traffic flow
+    again. As Envoy's outlier detection, resilience4j's circuit breaker and pgbouncer's
+    ``server_login_retry`` do: a deadline bounds one wait, this spares the next requests
+    the same one.
+
+    What marks it down is a failure of the database as a whole: a new connection refused
+    or not made in time, or refused by the database (shutting down, starting up). No
+    answer within the statement deadline marks it down too, with a probe at once: it is
+    the deadline on a silent network, whose every pooled connection would make a request
+    wait as long, and also that of one slow statement on a live database, which the probe
+    then finds answering within a round trip. Not an outage: a pooled connection lost (an
+    idle connection closed by a proxy, one session terminated; the pool replaces it, and
+    if the database is gone the new connection fails and counts), and contention, which
+    fails one request while the next may well succeed: SQLite's write lock still taken, a
+    deadlock's victim, a serialization failure, a statement the server cancelled, no
+    connection slot or memory left.
+    """
+
+    first_wait = 0.25
+
+    def __init__(self, engine: AsyncEngine, longest_wait: float = 2.0) -> None:
+        self.engine = engine
+        self.longest_wait = longest_wait
+        # The probe's statement runs as a read: on SQLite a transaction would take the write
+        # lock.
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.stats = DatabaseStats()
+        self._prober: asyncio.Task[None] | None = None
+        sync_engine = engine.sync_engine
+        # The refusal comes before any connection is made: the engine's own connect
+        # (create_engine's, on PostgreSQL) is called from the breaker's. The dialect's
+        # events take no insert=True, hence the removal.
+        if event.contains(sync_engine, "do_connect", _connect_or_unavailable):
+            event.remove(sync_engine, "do_connect", _connect_or_unavailable)
+        event.listen(sync_engine, "do_connect", self._connect)
+        event.listen(sync_engine, "checkout", self._checkout)
+        event.listen(sync_engine, "handle_error", self._failure)
+
+    @property
+    def down(self) -> bool:
+        """Whether the database is known to be down now."""
+        return self._prober is not None
+
+    async def until_up(self) -> None:
+        """Return once the database is not known to be down: at once, or when a probe
+        finds it back.
+        """
+        if self._prober is not None:
+            await asyncio.shield(self._prober)
+
+    def refuse_if_down(self) -> None:
+        """Raise ``DatabaseUnavailable`` at once while the database is known to be down."""
+        if self._prober is not None and not _probing.get():
+            self.stats.refused += 1
+            raise DatabaseUnavailable("the database is down; a probe will tell when it is back")
+
+    def found_down(self, first_probe_after: float = first_wait) -> None:
+        """Note that the database failed as a whole: refuse connections until a probe
+        finds it back, the first ``first_probe_after`` seconds from now.
+        """
+        if self._prober is not None:
+            return  # the probe decides when it is back
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop to probe from (a thread of its own): not refused either
+        self.stats.outages += 1
+        logger.warning("the database is down: requests get a 503 at once until it answers")
+        # A context of its own: the probe's statements are no request's.
+        self._prober = loop.create_task(self._probe(first_probe_after), context=Context())
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """``database_available``: 1 while the database answers, 0 while it is known down."""
+        description = "DatabaseBreaker.down: 0 while the database is known to be down"
+        yield GaugeMetricFamily("database_available", description, value=0 if self.down else 1)
+
+    async def close(self) -> None:
+        """Stop probing (the app stopping)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._prober
+
+    async def _probe(self, wait: float) -> None:
+        _probing.set(True)
+        while True:
+            await asyncio.sleep(wait)
+            self.stats.probes += 1
+            try:
+                # Within the engine's own deadlines: a connection not made in time, a
+                # statement without an answer. One that is held up (a silent network)
+                # answers the moment the network does.
+                async with self._reads.connect() as connection:
+                    await connection.execute(_SELECT_ONE)
+            except Exception:
+                wait = min(max(wait * 2, self.first_wait), self.longest_wait)
+                continue
+            break
+        self._prober = None
+        logger.info("the database answers again")
+
+    def _connect(
+        self,
+        dialect: Dialect,
+        record: ConnectionPoolEntry,
+        cargs: tuple[Any, ...],
+        cparams: dict[str, Any],
+    ) -> DBAPIConnection:
+        self.refuse_if_down()
+        try:
+            return _connect_or_unavailable(dialect, record, cargs, cparams)
+        except DatabaseUnavailable:
+            self.found_down()  # refused, unreachable, or no answer within the deadline
+            raise
+
+    def _checkout(
+        self, dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, proxy: object
+    ) -> None:
+        # A pooled connection, which may have gone silent with the database: refused as a
+        # new one would be (the pool then closes it, and the probe connects anew).
+        self.refuse_if_down()
+
+    def _failure(self, context: ExceptionContext) -> None:
+        error = context.original_exception
+        if context.is_pre_ping or not isinstance(error, Exception):
+            return  # pre-ping reconnects by itself (a failed reconnection is seen)
+        sqlstate = str(getattr(error, "sqlstate", ""))
+        if isinstance(error, TimeoutError):
+            self.found_down(first_probe_after=0)  # a silent network, or one slow statement
+        elif context.connection is None and sqlstate.startswith(_DOWN_SQLSTATES):
+            self.found_down()  # a new connection refused by the database itself
+
+
+# What the database answers a new connection while it cannot serve: a connection exception
+# (class 08), shutting down or starting up (57P01-57P03). Not "too many connections" (53300):
+# it serves, and a connection comes free soon.
+_DOWN_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# Set in the probe's task: its connections pass while the others are refused.
+_probing: ContextVar[bool] = ContextVar("probing", default=False)
 
 
 class SchemaBehind(RuntimeError):
@@ -666,6 +825,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Sessions are for writes: on SQLite, a session's transaction holds the database's write
     lock from its first statement to its end. Read through ``ReadsDep``.
     """
+    breaker: DatabaseBreaker = request.app.state.breaker
+    breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     async with sessions() as session:
         yield session
@@ -678,25 +839,30 @@ async def get_reads(request: Request) -> AsyncEngine:
     statement sees its own snapshot anyway, and skipping BEGIN and ROLLBACK saves two
     round trips per request. Connect with ``async with reads.connect() as connection``.
     """
+    breaker: DatabaseBreaker = request.app.state.breaker
+    breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
     return cast(AsyncEngine, request.app.state.reads)
 
 
 @asynccontextmanager
 async def open_database(app: FastAPI, settings: DatabaseSettings) -> AsyncIterator[None]:
-    """Keep the engine, the write sessions, the reads and the readiness check on
-    ``app.state`` for the app's life; refuse to start on a database behind the migrations.
+    """Keep the engine, the write sessions, the reads, the readiness check and the
+    breaker on ``app.state`` for the app's life; refuse to start on a database behind the
+    migrations.
     """
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
+    app.state.breaker = DatabaseBreaker(engine)
     try:
         # The schema is the migrations' business (alembic upgrade head); start-up only
         # checks that the database is not behind them, nor its tables the models'.
         await check_schema(app.state.reads)
         yield
     finally:
+        await app.state.breaker.close()
         await engine.dispose()
 
 
