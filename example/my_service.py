@@ -7,7 +7,7 @@ environment variable or ``.env``; see ``.env.example``.
 The module has two halves, one fence between them. Above it, the template's: ``copier
 update`` keeps improving it, and you rarely need to edit it.
     Settings                   how every part's settings are read, and refused
-    Database                   async engine, write sessions, AUTOCOMMIT reads, readiness
+    Database                   async engine, write sessions, AUTOCOMMIT reads, readiness, breaker
     Query budgets              every statement counted per request
     Server-Timing              where a request's time went, in a response header
     Request log                one line per request, with its id
