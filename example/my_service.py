@@ -7,7 +7,7 @@ environment variable or ``.env``; see ``.env.example``.
 The module has two halves, one fence between them. Above it, the template's: ``copier
 update`` keeps improving it, and you rarely need to edit it.
     Settings                   how every part's settings are read, and refused
-    Database                   async engine, write sessions, AUTOCOMMIT reads, readiness
+    Database                   async engine, write sessions, AUTOCOMMIT reads, readiness, breaker
     Query budgets              every statement counted per request
     Server-Timing              where a request's time went, in a response header
     Request log                one line per request, with its id
@@ -446,10 +446,12 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03")
 _ROLLED_BACK_SQLSTATES = ("40001", "40P01")
 
 
-def _unavailable_on_failure(context: ExceptionContext) -> None:
+def _unavailable_on_failure(context: ExceptionContext) -> DatabaseUnavailable | None:
+    # Returned, not raised: the listeners after this one (the breaker's) still see the
+    # failure, and SQLAlchemy raises what the last of them returned.
     error = context.original_exception
     if context.is_pre_ping or not isinstance(error, Exception):
-        return  # pre-ping reconnects by itself, and a cancelled task stays cancelled
+        return None  # pre-ping reconnects by itself, and a cancelled task stays cancelled
     sqlstate = str(getattr(error, "sqlstate", ""))
     if isinstance(error, TimeoutError):
         # asyncpg's command timeout: nothing came back in time. The pool's other connections
@@ -466,8 +468,8 @@ def _unavailable_on_failure(context: ExceptionContext) -> None:
     elif _sqlite_busy(error):
         reason = "the write lock is still taken"
     else:
-        return
-    raise DatabaseUnavailable(f"{reason}: {error!r}") from error
+        return None
+    return DatabaseUnavailable(f"{reason}: {error!r}")
 
 
 def _sqlite_busy(error: Exception) -> bool:
@@ -536,15 +538,178 @@ def _retrieve_exception(task: "asyncio.Task[Any]") -> None:
         task.exception()
 
 
+@dataclass(slots=True)
+class DatabaseStats:
+    """How often the database was found down, and what the service did while it was:
+    exported as ``database_...``, beside the gauge ``database_available``.
+    """
+
+    outages: int = 0
+    refused: int = 0
+    probes: int = 0
+
+
+class DatabaseBreaker:
+    """A database known to be down answers at once: while it is, every connection the
+    engine would make or hand out is refused with ``DatabaseUnavailable`` (a 503 with
+    ``Retry-After``), without waiting and without asking the database, and one probe at a
+    time (a statement of its own, after 0.25 s, then after waits doubling up to
+    ``longest_wait``) finds out when it is back; the first that answers lets traffic flow
+    again. As Envoy's outlier detection, resilience4j's circuit breaker and pgbouncer's
+    ``server_login_retry`` do: a deadline bounds one wait, this spares the next requests
+    the same one.
+
+    What marks it down is a failure of the database as a whole: a new connection refused
+    or not made in time, or refused by the database (shutting down, starting up). No
+    answer within the statement deadline marks it down too, with a probe at once: it is
+    the deadline on a silent network, whose every pooled connection would make a request
+    wait as long, and also that of one slow statement on a live database, which the probe
+    then finds answering within a round trip. Not an outage: a pooled connection lost (an
+    idle connection closed by a proxy, one session terminated; the pool replaces it, and
+    if the database is gone the new connection fails and counts), and contention, which
+    fails one request while the next may well succeed: SQLite's write lock still taken, a
+    deadlock's victim, a serialization failure, a statement the server cancelled, no
+    connection slot or memory left.
+    """
+
+    first_wait = 0.25
+
+    def __init__(self, engine: AsyncEngine, longest_wait: float = 2.0) -> None:
+        self.engine = engine
+        self.longest_wait = longest_wait
+        # The probe's statement runs as a read: on SQLite a transaction would take the write
+        # lock.
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.stats = DatabaseStats()
+        self._prober: asyncio.Task[None] | None = None
+        sync_engine = engine.sync_engine
+        # The refusal comes before any connection is made: the engine's own connect
+        # (create_engine's, on PostgreSQL) is called from the breaker's. The dialect's
+        # events take no insert=True, hence the removal.
+        if event.contains(sync_engine, "do_connect", _connect_or_unavailable):
+            event.remove(sync_engine, "do_connect", _connect_or_unavailable)
+        event.listen(sync_engine, "do_connect", self._connect)
+        event.listen(sync_engine, "checkout", self._checkout)
+        event.listen(sync_engine, "handle_error", self._failure)
+
+    @property
+    def down(self) -> bool:
+        """Whether the database is known to be down now."""
+        return self._prober is not None
+
+    async def until_up(self) -> None:
+        """Return once the database is not known to be down: at once, or when a probe
+        finds it back.
+        """
+        if self._prober is not None:
+            await asyncio.shield(self._prober)
+
+    def refuse_if_down(self) -> None:
+        """Raise ``DatabaseUnavailable`` at once while the database is known to be down."""
+        if self._prober is not None and not _probing.get():
+            self.stats.refused += 1
+            raise DatabaseUnavailable("the database is down; a probe will tell when it is back")
+
+    def found_down(self, first_probe_after: float = first_wait) -> None:
+        """Note that the database failed as a whole: refuse connections until a probe
+        finds it back, the first ``first_probe_after`` seconds from now.
+        """
+        if self._prober is not None:
+            return  # the probe decides when it is back
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop to probe from (a thread of its own): not refused either
+        self.stats.outages += 1
+        logger.warning("the database is down: requests get a 503 at once until it answers")
+        # A context of its own: the probe's statements are no request's.
+        self._prober = loop.create_task(self._probe(first_probe_after), context=Context())
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """``database_available``: 1 while the database answers, 0 while it is known down."""
+        description = "DatabaseBreaker.down: 0 while the database is known to be down"
+        yield GaugeMetricFamily("database_available", description, value=0 if self.down else 1)
+
+    async def close(self) -> None:
+        """Stop probing (the app stopping)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._prober
+
+    async def _probe(self, wait: float) -> None:
+        _probing.set(True)
+        while True:
+            await asyncio.sleep(wait)
+            self.stats.probes += 1
+            try:
+                # Within the engine's own deadlines: a connection not made in time, a
+                # statement without an answer. One that is held up (a silent network)
+                # answers the moment the network does.
+                async with self._reads.connect() as connection:
+                    await connection.execute(_SELECT_ONE)
+            except Exception:
+                wait = min(max(wait * 2, self.first_wait), self.longest_wait)
+                continue
+            break
+        self._prober = None
+        logger.info("the database answers again")
+
+    def _connect(
+        self,
+        dialect: Dialect,
+        record: ConnectionPoolEntry,
+        cargs: tuple[Any, ...],
+        cparams: dict[str, Any],
+    ) -> DBAPIConnection:
+        self.refuse_if_down()
+        try:
+            return _connect_or_unavailable(dialect, record, cargs, cparams)
+        except DatabaseUnavailable:
+            self.found_down()  # refused, unreachable, or no answer within the deadline
+            raise
+
+    def _checkout(
+        self, dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, proxy: object
+    ) -> None:
+        # A pooled connection, which may have gone silent with the database: refused as a
+        # new one would be (the pool then closes it, and the probe connects anew).
+        self.refuse_if_down()
+
+    def _failure(self, context: ExceptionContext) -> None:
+        error = context.original_exception
+        if context.is_pre_ping or not isinstance(error, Exception):
+            return  # pre-ping reconnects by itself (a failed reconnection is seen)
+        sqlstate = str(getattr(error, "sqlstate", ""))
+        if isinstance(error, TimeoutError):
+            self.found_down(first_probe_after=0)  # a silent network, or one slow statement
+        elif context.connection is None and sqlstate.startswith(_DOWN_SQLSTATES):
+            self.found_down()  # a new connection refused by the database itself
+
+
+# What the database answers a new connection while it cannot serve: a connection exception
+# (class 08), shutting down or starting up (57P01-57P03). Not "too many connections" (53300):
+# it serves, and a connection comes free soon.
+_DOWN_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# Set in the probe's task: its connections pass while the others are refused.
+_probing: ContextVar[bool] = ContextVar("probing", default=False)
+
+
 class SchemaBehind(RuntimeError):
-    """The database is behind the code's migrations: the service does not start."""
+    """The database is behind the code: behind its migrations, or lacking what its models
+    declare. The service does not start.
+    """
 
 
-async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> None:
+async def check_schema(
+    engine: AsyncEngine, versions: Path | None = None, tables: sa.MetaData = SQLModel.metadata
+) -> None:
     """Raise ``SchemaBehind`` if the database is behind the revisions in ``versions`` (by
-    default ``migrations/versions`` beside the module); warn if it is past them, as when a
-    newer release migrated it in a rolling deploy. Not checked: in-memory SQLite (it starts
-    empty for whoever opens it) and a database unreachable now (``/ready`` tells of it)."""
+    default ``migrations/versions`` beside the module), or at their head with tables that
+    differ from ``tables`` (every model's): a column or a table missing, a column's kind or
+    nullability, an index. Warn if it is past the head, as when a newer release migrated it
+    in a rolling deploy. Not checked: in-memory SQLite (it starts empty for whoever opens
+    it) and a database unreachable now (``/ready`` tells of it)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
         # The files' text, read without importing Alembic: revision: str = "0002",
@@ -553,18 +718,27 @@ async def check_schema(engine: AsyncEngine, versions: Path | None = None) -> Non
         known = {name for text in texts for name in _REVISION.findall(text)}
         downs = " ".join(down for text in texts for down in _DOWN.findall(text))
         replaced = set(_QUOTED.findall(downs))
+        heads = known - replaced
         try:
             async with engine.connect() as connection:
-                current = await connection.run_sync(_recorded_revisions)
+                current, differences = await connection.run_sync(_schema_now, heads, tables)
         except DatabaseUnavailable as exc:
             logger.warning("the database's schema is not checked: %s", exc)
-            current = known - replaced
-        heads, at = known - replaced, ", ".join(sorted(current)) or "no revision: never migrated"
+            current, differences = heads, []
+        at = ", ".join(sorted(current)) or "no revision: never migrated"
         if current - known:
             logger.warning("the database is at revision %s, which this code does not know", at)
         elif current != heads:
             behind = f"the database (DATABASE_URL) is at {at}, behind this code's migrations"
             raise SchemaBehind(f"{behind} ({', '.join(sorted(heads))}): run `alembic upgrade head`")
+        elif differences:
+            raise SchemaBehind(
+                f"the database (DATABASE_URL) is at this code's head ({at}), but its tables "
+                f"differ from the models: {'; '.join(differences)}. If a model changed, write "
+                'its revision with `alembic revision --autogenerate -m "what changed"`, review '
+                "it, and run `alembic upgrade head`; if the database was changed by hand, "
+                "restore what it lacks as migrations/versions/ builds it"
+            )
 
 
 _VERSIONS = Path(__file__).resolve().with_name("migrations") / "versions"
@@ -573,10 +747,98 @@ _DOWN = re.compile(r"^down_revision\b[^=\n]*=([^\n]*)", re.MULTILINE)
 _QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
+def _schema_now(
+    connection: Connection, heads: set[str], tables: sa.MetaData
+) -> tuple[set[str], list[str]]:
+    # The revisions recorded, and, at the head, how the tables differ from the models: a
+    # database at the head whose tables are not the models' (a model changed without a
+    # revision, a column dropped by hand) would answer 500s for what it lacks.
+    current = _recorded_revisions(connection)
+    return current, _differences(connection, tables) if current == heads else []
+
+
 def _recorded_revisions(connection: Connection) -> set[str]:
     if not inspect(connection).has_table("alembic_version"):
         return set()
     return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+
+
+def _differences(connection: Connection, tables: sa.MetaData) -> list[str]:
+    # The catalogue is read once for every table of a schema: two queries on PostgreSQL
+    # (columns, indexes), a few PRAGMAs per table of the local file on SQLite.
+    inspector = inspect(connection)
+    by_schema: dict[str | None, list[sa.Table]] = {}
+    for table in tables.sorted_tables:
+        by_schema.setdefault(table.schema, []).append(table)
+    differences: list[str] = []
+    for schema, declared in by_schema.items():
+        names = [table.name for table in declared]
+        columns = inspector.get_multi_columns(schema=schema, filter_names=names)
+        indexes = inspector.get_multi_indexes(schema=schema, filter_names=names)
+        for table in declared:
+            if (schema, table.name) not in columns:
+                differences.append(f"table {table.fullname} is missing")
+                continue
+            stored = {column["name"]: column for column in columns[schema, table.name]}
+            differences += _column_differences(table, stored, connection.dialect)
+            differences += _index_differences(table, indexes.get((schema, table.name), []))
+    return differences
+
+
+def _column_differences(
+    table: sa.Table, stored: dict[str, sa.engine.interfaces.ReflectedColumn], dialect: Dialect
+) -> Iterator[str]:
+    for column in table.columns:
+        where = f"{table.fullname}.{column.name}"
+        found = stored.get(column.name)
+        if found is None:
+            yield f"column {where} is missing"
+            continue
+        declared_type = column.type.dialect_impl(dialect)
+        if not _same_kind(declared_type, found["type"], dialect):
+            stored_ddl = found["type"].compile(dialect=dialect)
+            declared_ddl = declared_type.compile(dialect=dialect)
+            yield f"{where} is {stored_ddl} in the database, {declared_ddl} in the models"
+        if found["nullable"] != column.nullable:
+            nullable = {True: "NULL allowed", False: "NOT NULL"}
+            yield (
+                f"{where} is {nullable[found['nullable']]} in the database, "
+                f"{nullable[bool(column.nullable)]} in the models"
+            )
+    for name in sorted(stored.keys() - set(table.columns.keys())):
+        # A column no model knows is harmless, unless an insert cannot leave it out.
+        found = stored[name]
+        if not found["nullable"] and found["default"] is None and "identity" not in found:
+            yield f"{table.fullname}.{name} is NOT NULL without a default, and in no model"
+
+
+def _same_kind(
+    declared: sa.types.TypeEngine[Any], found: sa.types.TypeEngine[Any], dialect: Dialect
+) -> bool:
+    # Kinds, not details: INTEGER and BIGINT, VARCHAR(50) and TEXT are alike (widths are
+    # the migration tests' business). Where the kinds differ, the same column definition
+    # still passes: SQLite stores a UUID as CHAR(32), which reads back as a string. A type
+    # SQLite does not know reads back as NullType, and is left alone.
+    if isinstance(found, sa.types.NullType) or declared._type_affinity is found._type_affinity:
+        return True
+    return _ddl(declared, dialect) == _ddl(found, dialect)
+
+
+def _ddl(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    return " ".join(column_type.compile(dialect=dialect).upper().split())
+
+
+def _index_differences(
+    table: sa.Table, stored: list[sa.engine.interfaces.ReflectedIndex]
+) -> Iterator[str]:
+    # Indexes by their columns, whatever their names (a naming convention, PostgreSQL's
+    # 63-character limit); an index of expressions is left to the migration tests.
+    found = {(tuple(index["column_names"]), bool(index["unique"])) for index in stored}
+    for index in table.indexes:
+        names = tuple(column.name for column in index.columns)
+        if len(names) == len(index.expressions) and (names, bool(index.unique)) not in found:
+            unique = "unique index" if index.unique else "index"
+            yield f"{unique} {index.name} on {table.fullname}({', '.join(names)}) is missing"
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -585,6 +847,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Sessions are for writes: on SQLite, a session's transaction holds the database's write
     lock from its first statement to its end. Read through ``ReadsDep``.
     """
+    breaker: DatabaseBreaker = request.app.state.breaker
+    breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     async with sessions() as session:
         yield session
@@ -597,25 +861,30 @@ async def get_reads(request: Request) -> AsyncEngine:
     statement sees its own snapshot anyway, and skipping BEGIN and ROLLBACK saves two
     round trips per request. Connect with ``async with reads.connect() as connection``.
     """
+    breaker: DatabaseBreaker = request.app.state.breaker
+    breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
     return cast(AsyncEngine, request.app.state.reads)
 
 
 @asynccontextmanager
 async def open_database(app: FastAPI, settings: DatabaseSettings) -> AsyncIterator[None]:
-    """Keep the engine, the write sessions, the reads and the readiness check on
-    ``app.state`` for the app's life; refuse to start on a database behind the migrations.
+    """Keep the engine, the write sessions, the reads, the readiness check and the
+    breaker on ``app.state`` for the app's life; refuse to start on a database behind the
+    migrations.
     """
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
+    app.state.breaker = DatabaseBreaker(engine)
     try:
         # The schema is the migrations' business (alembic upgrade head); start-up only
-        # checks that the database is not behind them.
+        # checks that the database is not behind them, nor its tables the models'.
         await check_schema(app.state.reads)
         yield
     finally:
+        await app.state.breaker.close()
         await engine.dispose()
 
 

@@ -57,7 +57,13 @@ BASELINE = "0.4.0"
 # Added on purpose since BASELINE, each with why: variable -> reason, series -> its
 # "type {label,names}" as the failure message prints it.
 ADDED_VARIABLES: dict[str, str] = {}
-ADDED_SERIES: dict[str, str] = {}
+ADDED_SERIES: dict[str, str] = {
+    # 0.5.0: whether the database is known to be down, and what the breaker did meanwhile.
+    "database_available": "gauge {}",
+    "database_outages_total": "counter {}",
+    "database_refused_total": "counter {}",
+    "database_probes_total": "counter {}",
+}
 
 # Answers that change the settings' defaults (the database's URL), which must not change the
 # variables they read. Both keep the example: without it, a service reads and exposes a

@@ -64,8 +64,12 @@ def postgresql_url(app: FastAPI) -> str:
 
 
 @contextlib.asynccontextmanager
-async def service(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The service with the probe routes, started on ``database_url``, until the block ends."""
+async def service(
+    database_url: str, **settings: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The service with the probe routes, started on ``database_url``, and a client of it,
+    until the block ends.
+    """
     app = create_app(Settings(database_url=database_url, **settings))
     add_probe_routes(app)
     transport = httpx.ASGITransport(app=app)
@@ -73,7 +77,15 @@ async def service(database_url: str, **settings: Any) -> AsyncIterator[httpx.Asy
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
-        yield client
+        yield app, client
+
+
+async def found_back(app: FastAPI) -> None:
+    """Wait for the probe that finds the database back, once it answers again: meanwhile
+    requests are answered 503 at once (see test_breaker.py).
+    """
+    async with asyncio.timeout(30):
+        await app.state.breaker.until_up()
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/probe/read"), ("POST", "/probe/write")])
@@ -83,7 +95,7 @@ async def test_a_silent_database_is_a_503_at_the_deadline_and_the_pool_recovers(
     deadlines = {"database_pool_size": 2, "database_statement_timeout": 1.0}
     async with (
         TcpProxy(postgresql_url) as proxy,
-        service(proxy.url, cache_notify=False, **deadlines) as client,
+        service(proxy.url, cache_notify=False, **deadlines) as (app, client),
     ):
         # Two pooled connections, both idle when the network goes silent.
         answers = await asyncio.gather(*(client.get("/probe/read") for _ in range(2)))
@@ -94,6 +106,7 @@ async def test_a_silent_database_is_a_503_at_the_deadline_and_the_pool_recovers(
             async with asyncio.timeout(30):
                 assert_unavailable(await client.request(method, path))
                 # The same instance serves again, on new connections: no restart.
+                await found_back(app)
                 statuses = [(await client.request(method, path)).status_code for _ in range(3)]
         finally:
             proxy.refuse()  # whatever happened, the service stops without waiting on silence
@@ -105,7 +118,7 @@ async def test_a_restarting_database_is_a_503_until_it_accepts_connections_again
 ) -> None:
     async with (
         TcpProxy(postgresql_url) as proxy,
-        service(proxy.url, cache_notify=False) as client,
+        service(proxy.url, cache_notify=False) as (app, client),
     ):
         assert (await client.get("/probe/read")).status_code == 200
         proxy.refuse()
@@ -113,6 +126,7 @@ async def test_a_restarting_database_is_a_503_until_it_accepts_connections_again
         assert_unavailable(await client.get("/probe/read"))
         assert_unavailable(await client.post("/probe/write"))
         proxy.accept()
+        await found_back(app)
         assert (await client.get("/probe/read")).status_code == 200
         assert (await client.post("/probe/write")).status_code == 200
 
@@ -137,6 +151,8 @@ async def test_connections_the_server_terminates_are_a_503_and_replaced(
     # The pool kept the connection the read had used: its end is found by the next request.
     assert_unavailable(await client.get("/probe/read"))
     assert (await client.get("/probe/read")).status_code == 200
+    # A connection lost is replaced; it does not mark the database down.
+    assert app.state.breaker.stats.outages == 0
 
 
 async def test_a_deadlocks_victim_gets_a_503_and_the_other_writer_commits(
@@ -163,11 +179,13 @@ async def test_a_deadlocks_victim_gets_a_503_and_the_other_writer_commits(
     # the barrier now) takes both.
     both_hold_their_first = asyncio.Barrier(1)
     assert (await client.post("/probe/lock/1/2")).status_code == 200
+    # Contention, not an outage: the database was not marked down.
+    assert app.state.breaker.stats.outages == 0
 
 
 async def test_an_unreachable_database_is_a_503() -> None:
     url = f"postgresql+asyncpg://nobody@127.0.0.1:{closed_port()}/nothing"
-    async with service(url, cache_notify=False) as client:
+    async with service(url, cache_notify=False) as (_, client):
         assert_unavailable(await client.get("/probe/read"))
         assert_unavailable(await client.post("/probe/write"))
 
@@ -182,7 +200,7 @@ def closed_port() -> int:
 
 async def test_a_sqlite_writer_past_the_busy_timeout_gets_503(tmp_path: Path) -> None:
     database = tmp_path / "busy.db"
-    async with service(sqlite_file_at_head(database), database_pool_timeout=0.1) as client:
+    async with service(sqlite_file_at_head(database), database_pool_timeout=0.1) as (_, client):
         assert (await client.get("/probe/read")).status_code == 200  # the file, in WAL mode
         holder = sqlite3.connect(database, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
