@@ -115,3 +115,18 @@ def test_a_test_database_url_naming_the_services_database_is_refused(
     assert "TEST_DATABASE_URL names the database of the service's own DATABASE_URL" in (
         result.stderr
     ), result.stdout + result.stderr
+
+
+@pytest.mark.postgres
+def test_a_database_prefix_names_every_database_the_tests_make(project: Path) -> None:
+    own_databases = "tests/kit/test_own_databases.py"
+    environment = {"TEST_DATABASE_PREFIX": "team_a_ci"}
+    result = run(["pytest", "-v", own_databases], project, postgres=True, environment=environment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ", named team_a_ci_..." in result.stdout, result.stdout
+    assert "test_the_tests_databases_are_named_with_the_prefix PASSED" in result.stdout
+
+    environment = {"TEST_DATABASE_PREFIX": "Team-A"}
+    result = run(["pytest", own_databases], project, postgres=True, environment=environment)
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
+    assert "TEST_DATABASE_PREFIX='Team-A': want at most 36 lower-case" in result.stderr

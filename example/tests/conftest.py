@@ -28,6 +28,7 @@ from my_service import Settings, create_app
 from tests.harness.budgets import EXERCISED_ROUTES, api_routes, budget_client
 from tests.harness.databases import (
     ALEMBIC_INI,
+    TEST_DATABASE_PREFIX,
     database_server,
     empty_database,
     empty_every_table,
@@ -49,7 +50,8 @@ def pytest_report_header() -> str:
     server = database_server()
     if server is None:
         return "database: in-memory SQLite (TEST_DATABASE_URL names a PostgreSQL server to use)"
-    return f"database: throwaway databases on {server.render_as_string(hide_password=True)}"
+    where = server.render_as_string(hide_password=True)
+    return f"database: throwaway databases on {where}, named {TEST_DATABASE_PREFIX}_..."
 
 
 @pytest.hookimpl(optionalhook=True)

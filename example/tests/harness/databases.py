@@ -8,6 +8,7 @@ import contextlib
 import functools
 import itertools
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -37,6 +38,11 @@ ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 # Nothing a test runs, in this process or in one it starts, may reach the service's database.
 SERVICE_DATABASE_URL = os.environ.pop("DATABASE_URL", None)
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+# The tests' databases are named <prefix>_<purpose>_<random>: a role that may create only
+# databases of a given prefix (a server shared by teams) sets TEST_DATABASE_PREFIX to it.
+TEST_DATABASE_PREFIX = os.environ.get("TEST_DATABASE_PREFIX", "test_my_service")
+# PostgreSQL cuts names at 63 bytes; the purpose and the random part take up to 27.
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,35}")
 # Nor does the service's configuration reach them: each test builds the settings it needs.
 for _setting in Settings.model_fields:
     os.environ.pop(_setting.upper(), None)
@@ -57,6 +63,11 @@ def database_server() -> URL | None:
             "TEST_DATABASE_URL must name a PostgreSQL server whose user may create databases, "
             "for instance postgresql+asyncpg://postgres@127.0.0.1:5432/postgres; leave it unset "
             "to test on in-memory SQLite"
+        )
+    if not _PREFIX.fullmatch(TEST_DATABASE_PREFIX):
+        raise pytest.UsageError(
+            f"TEST_DATABASE_PREFIX={TEST_DATABASE_PREFIX!r}: want at most 36 lower-case letters, "
+            "digits and underscores, not starting with a digit, such as test_my_team"
         )
     if SERVICE_DATABASE_URL is not None and _same_database(server, SERVICE_DATABASE_URL):
         raise pytest.UsageError(
@@ -85,7 +96,7 @@ def throwaway_database(purpose: str) -> Iterator[str]:
     """A new, empty database on the test server, named for this run alone, dropped afterwards."""
     server = database_server()
     assert server is not None, "throwaway databases are made on the TEST_DATABASE_URL server"
-    name = f"test_my_service_{purpose}_{uuid.uuid4().hex[:12]}"
+    name = f"{TEST_DATABASE_PREFIX}_{purpose}_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_on_server(server, f'CREATE DATABASE "{name}"'))
     except (OSError, SQLAlchemyError) as exc:
