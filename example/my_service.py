@@ -3084,7 +3084,7 @@ async def _constraint_violated(request: Request, exc: Exception) -> Response:
         return json_response({"detail": detail}, 409)
     if violation.referring is not None:
         referring = " and ".join(violation.referring) or "another table"
-        detail = f"rows of {referring} still refer to this {violation.table}"
+        detail = f"rows of {referring} still refer to this {violation.table or 'row'}"
         return json_response({"detail": detail}, 409)
     column = violation.columns[0] if len(violation.columns) == 1 else None
     loc = _located(request, column)
