@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -90,22 +89,21 @@ def test_the_openapi_schema_says_every_body_refuses_unknown_fields() -> None:
     assert not open_bodies, f"bodies without additionalProperties: false: {open_bodies}"
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=name)
-async def test_a_body_with_a_field_it_does_not_declare_is_a_422_naming_it(
-    app: FastAPI, route: APIRoute
-) -> None:
+async def test_a_body_with_a_field_it_does_not_declare_is_a_422_naming_it(app: FastAPI) -> None:
     # Pydantic reports every error of a body at once: the unknown field is named whatever
-    # else the body lacks. Not through the client fixture, which would count the route as
+    # else the body lacks. Not through the client fixture, which would count the routes as
     # tested by you.
-    path = re.sub(r"\{[^}]+\}", "1", route.path)
     transport = httpx.ASGITransport(app=app)
+    accepted = []
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        for method in sorted(route.methods or ()):
-            response = await client.request(method, path, json={UNKNOWN: 1})
-            assert response.status_code == 422, response.text
-            named = [
-                error
-                for error in response.json()["detail"]
-                if error["loc"] == ["body", UNKNOWN] and error["type"] == "extra_forbidden"
-            ]
-            assert named, f"{method} {path}: {response.text}"
+        for route in ROUTES:
+            path = re.sub(r"\{[^}]+\}", "1", route.path)
+            for method in sorted(route.methods or ()):
+                response = await client.request(method, path, json={UNKNOWN: 1})
+                named = response.status_code == 422 and any(
+                    error["loc"] == ["body", UNKNOWN] and error["type"] == "extra_forbidden"
+                    for error in response.json()["detail"]
+                )
+                if not named:
+                    accepted.append(f"{method} {path}: {response.status_code} {response.text}")
+    assert not accepted, "\n".join(accepted)
