@@ -93,7 +93,13 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_core import PydanticSerializationError, from_json, to_json, to_jsonable_python
+from pydantic_core import (
+    PydanticCustomError,
+    PydanticSerializationError,
+    from_json,
+    to_json,
+    to_jsonable_python,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import (
     ARRAY,
@@ -154,6 +160,7 @@ __all__ = [
     "Cursor",
     "DatabaseUnavailable",
     "Id",
+    "InputSchema",
     "Int4",
     "JsonLogFormatter",
     "KitSettings",
@@ -1170,6 +1177,12 @@ class RequestObserver:
 
     The request id comes from the ``X-Request-ID`` header when it is a short token of
     safe characters, else it is made here; the response carries it back.
+
+    An exception the app did not handle is logged here with its traceback and the request
+    id, and answered as every error is: a JSON 500 carrying the id (never the exception's
+    text, which may hold data), with both headers. If the response had started, the
+    exception goes on to the server, which closes the connection: the client gets a
+    cut-off response, and the log line says why.
     """
 
     def __init__(self, app: ASGIApp, durations: Histogram, slow_request: float) -> None:
@@ -1187,14 +1200,19 @@ class RequestObserver:
         request_id = _request_id(scope["headers"])
         timings: list[str] = []
         status_code = 500  # what the client gets if the app fails before it answers
+        started_response = completed_response = send_failed = False
         sent_before_body: int | None = None
         id_token = _request_ids.set(request_id)
         timings_token = _timings.set(timings)
         with record_queries() as recorder:
 
             async def send_observed(message: Message) -> None:
-                nonlocal status_code, sent_before_body
-                if message["type"] == "http.response.start":
+                nonlocal status_code, started_response, completed_response, send_failed
+                nonlocal sent_before_body
+                if message["type"] == "http.response.body":
+                    completed_response = not message.get("more_body", False)
+                elif message["type"] == "http.response.start":
+                    started_response = True
                     status_code = message["status"]
                     sent_before_body = recorder.count
                     queries = _queries(recorder.count)
@@ -1209,10 +1227,32 @@ class RequestObserver:
                             (b"server-timing", ", ".join(metrics).encode()),
                         ],
                     }
-                await send(message)
+                try:
+                    await send(message)
+                except Exception:
+                    send_failed = True
+                    raise
 
             try:
                 await self.app(scope, receive, send_observed)
+            except Exception:
+                # One that send raised (the client not reading, as SendDeadline says) is the
+                # outer middleware's to handle.
+                if send_failed:
+                    raise
+                logger.exception(
+                    "%s %s failed, request %s",
+                    scope["method"],
+                    _printable(scope["path"]),
+                    request_id,
+                )
+                # Answered here, so Starlette's ServerErrorMiddleware neither answers its
+                # plain-text 500 nor logs the traceback a second time. A response cut off
+                # midway is raised on, for the server to close its connection.
+                if not started_response:
+                    await _send_server_error(send_observed, request_id)
+                elif not completed_response:
+                    raise
             finally:
                 _timings.reset(timings_token)
                 elapsed = time.perf_counter() - started
@@ -1300,6 +1340,18 @@ class RequestObserver:
         return self._paths.get(endpoint, _UNMATCHED_ROUTE)
 
 
+async def _send_server_error(send: Send, request_id: str) -> None:
+    body = to_json(
+        {
+            "detail": "the service failed to answer; its log tells why under this request_id",
+            "request_id": request_id,
+        }
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def request_observer(app: FastAPI, settings: RequestLogSettings) -> list[Middleware]:
     """Log to stderr, and observe every request (``RequestObserver``)."""
     configure_logging(settings.log_format)
@@ -1377,8 +1429,20 @@ def configure_logging(log_format: Literal["plain", "json"]) -> None:
 # that is not a field (the cache's size) offers a ``collect_metrics()`` method as well.
 # A field is a counter (``_total``, only ever goes up) unless it says it is a gauge (a level
 # that goes up and down, such as requests in flight) with ``field(metadata=GAUGE)``.
+# Declare each field with ``counter_field("...")`` or ``gauge_field("...")``: the text is its
+# HELP line, what a dashboard shows beside the series.
 
 GAUGE = MappingProxyType({"metric": "gauge"})
+
+
+def counter_field(description: str) -> Any:
+    """A ``...Stats`` field that counts up from 0, with ``description`` as its HELP line."""
+    return field(default=0, metadata={"help": description})
+
+
+def gauge_field(description: str, default: float = 0) -> Any:
+    """A ``...Stats`` field that goes up and down, with ``description`` as its HELP line."""
+    return field(default=default, metadata={**GAUGE, "help": description})
 
 
 class KitCollector:
@@ -1406,7 +1470,7 @@ class KitCollector:
                 if not isinstance(value, int | float):
                     continue
                 metric = f"{prefix}_{stat.name}"
-                description = f"{type(stats).__name__}.{stat.name}"
+                description = stat.metadata.get("help", f"{type(stats).__name__}.{stat.name}")
                 if stat.metadata.get("metric") == "gauge":
                     yield GaugeMetricFamily(metric, description, value=value)
                 else:
@@ -1525,18 +1589,30 @@ class CacheSettings(PartSettings):
 class CacheStats:
     """What the cache did since the app started."""
 
-    hits: int = 0
-    misses: int = 0
-    loads: int = 0
-    coalesced: int = 0
-    load_errors: int = 0
-    bypassed: int = 0
-    notifications_sent: int = 0
-    invalidations_sent: int = 0
-    notification_failures: int = 0
-    notifications_received: int = 0
-    listener_reconnects: int = 0
-    listener_silences: int = 0
+    hits: int = counter_field("Lookups answered from the cache")
+    misses: int = counter_field("Lookups the cache did not hold")
+    loads: int = counter_field("Loads started for missing keys")
+    coalesced: int = counter_field(
+        "Misses that waited for a load already under way instead of starting one"
+    )
+    load_errors: int = counter_field("Loads that failed (never stored)")
+    bypassed: int = counter_field(
+        "Lookups sent straight to the database while invalidations could be missed"
+    )
+    notifications_sent: int = counter_field(
+        "Invalidation notices sent to other processes, one per committed transaction"
+    )
+    invalidations_sent: int = counter_field("Keys named in the invalidation notices sent")
+    notification_failures: int = counter_field("Invalidation notices that could not be sent")
+    notifications_received: int = counter_field(
+        "Invalidation notices received from other processes"
+    )
+    listener_reconnects: int = counter_field(
+        "Times the invalidation listener connected again, clearing the cache"
+    )
+    listener_silences: int = counter_field(
+        "Times the invalidation listener's connection stopped answering its heartbeat"
+    )
 
 
 @dataclass(slots=True)
@@ -2124,11 +2200,13 @@ class OffloadSettings(PartSettings):
 class OffloadStats:
     """What the offload pool did since the app started."""
 
-    threads: int = field(metadata=GAUGE)
-    running: int = field(default=0, metadata=GAUGE)
-    waiting: int = field(default=0, metadata=GAUGE)
-    completed: int = 0
-    rejected: int = 0
+    threads: int = gauge_field("Worker threads in the offload pool")
+    running: int = gauge_field("Offloaded calls running in a worker thread now")
+    waiting: int = gauge_field("Offloaded calls waiting for a worker thread now")
+    completed: int = counter_field("Offloaded calls that ran to their end")
+    rejected: int = counter_field(
+        "Offloaded calls refused with a 503: the waiting line was full or too slow"
+    )
 
 
 class Offloader:
@@ -2230,13 +2308,13 @@ async def get_offloader(request: Request) -> Offloader:
 class RefreshStats:
     """What a coalescing refresher did since the app started."""
 
-    marked: int = 0
-    pending: int = field(default=0, metadata=GAUGE)
-    runs: int = 0
-    keys_refreshed: int = 0
-    failures: int = 0
-    retries: int = 0
-    abandoned: int = 0
+    marked: int = counter_field("Keys marked for a refresh by writes")
+    pending: int = gauge_field("Keys marked and not yet refreshed")
+    runs: int = counter_field("Refreshes that succeeded")
+    keys_refreshed: int = counter_field("Keys the successful refreshes covered")
+    failures: int = counter_field("Refreshes that failed, their keys kept for the next")
+    retries: int = counter_field("Refreshes started again after a failure")
+    abandoned: int = counter_field("Keys left unrefreshed when the app stopped")
 
 
 class CoalescingRefresher:
@@ -2404,16 +2482,24 @@ class GuardSettings(PartSettings):
 class GuardStats:
     """What the overload guard did since the app started."""
 
-    limit: int = field(default=0, metadata=GAUGE)
-    in_flight: int = field(default=0, metadata=GAUGE)
-    waiting: int = field(default=0, metadata=GAUGE)
-    admitted: int = 0
-    rejected_full: int = 0
-    rejected_waited_too_long: int = 0
-    rejected_standing_line: int = 0
-    rejected_kept_connection: int = 0
-    gone_while_waiting: int = 0
-    loop_lag_ms: float = field(default=0.0, metadata=GAUGE)
+    limit: int = gauge_field("Requests the guard admits at once now (its adaptive limit)")
+    in_flight: int = gauge_field("Requests admitted and not yet answered")
+    waiting: int = gauge_field("Requests waiting in line for a place")
+    admitted: int = counter_field("Requests given a place")
+    rejected_full: int = counter_field("Requests refused with a 503 because the line was full")
+    rejected_waited_too_long: int = counter_field(
+        "Requests refused with a 503 after waiting GUARD_WAIT_TIMEOUT in line"
+    )
+    rejected_standing_line: int = counter_field(
+        "Requests refused with a 503 after the short wait of a standing line"
+    )
+    rejected_kept_connection: int = counter_field(
+        "Requests on a kept-alive connection refused at once while the line overflowed"
+    )
+    gone_while_waiting: int = counter_field("Requests whose client went away while they waited")
+    loop_lag_ms: float = gauge_field(
+        "How late the event loop runs a timer now, in milliseconds", default=0.0
+    )
 
 
 @dataclass(slots=True)
@@ -2835,9 +2921,11 @@ class RequestBodyStats:
     # Exported as guard_...: the guard kept these until the body limit had counters of its
     # own, and dashboards know them by that name.
     metric_prefix: ClassVar[str] = "guard"
-    reading_bodies: int = field(default=0, metadata=GAUGE)
-    bodies_too_large: int = 0
-    bodies_too_slow: int = 0
+    reading_bodies: int = gauge_field("Request bodies being read now, before admission")
+    bodies_too_large: int = counter_field("Requests refused with a 413: body over MAX_BODY_BYTES")
+    bodies_too_slow: int = counter_field(
+        "Requests refused with a 408: body not read within BODY_READ_TIMEOUT"
+    )
 
 
 class RequestBodyLimit:
@@ -2985,7 +3073,9 @@ class SlowClientStats:
 
     # Exported as guard_..., as the body limit's counters are.
     metric_prefix: ClassVar[str] = "guard"
-    responses_not_read: int = 0
+    responses_not_read: int = counter_field(
+        "Requests ended because their client did not read the response within SEND_TIMEOUT"
+    )
 
 
 class SendDeadline:
@@ -3274,7 +3364,15 @@ _PROFILER_BUSY = [
 # 422 has FastAPI's validation-error shape, whether the request was malformed or names a
 # row that does not exist, so clients parse one format. Routes list their statuses in
 # OpenAPI: pass responses=error_responses(404) to a route that answers 404; create_app adds
-# 400, 408 and 413 to every route that takes a body and 503 to every guarded route.
+# 400, 408 and 413 to every route that takes a body and 503 to every guarded route. A
+# failure nothing handled is a 500 {"detail": ..., "request_id": ...} (see RequestObserver).
+#
+# A constraint the database enforces is answered here for every route, yours included:
+# a unique one is a 409 (the row conflicts with one stored: the same request will not
+# succeed until that row changes); a foreign key that rows still hold is a 409 naming
+# their table (a DELETE of an item that comments refer to); a foreign key to a row that
+# does not exist, a NOT NULL or a CHECK is a 422 naming the field where it can (the
+# request's value is what is wrong). Catch IntegrityError in a route for words of its own.
 
 
 # Echoing a 10 MB string back in a 422 costs as much as receiving it; longer inputs are left
@@ -3299,9 +3397,166 @@ def _echoable(value: object) -> bool:
         return False
 
 
+async def _constraint_violated(request: Request, exc: Exception) -> Response:
+    """Answer an IntegrityError with a 409 or a 422 that says which constraint refused it."""
+    assert isinstance(exc, IntegrityError)
+    violation = _Violation.of(exc)
+    if violation is None:
+        raise exc  # a kind the contract does not know: a 500, logged with its request id
+    if violation.kind == "unique":
+        what = " and ".join(violation.columns) or f"value ({violation.constraint})"
+        detail = f"{violation.table} already has a row with this {what}"
+        return json_response({"detail": detail}, 409)
+    if violation.referring is not None:
+        referring = " and ".join(violation.referring) or "another table"
+        detail = f"rows of {referring} still refer to this {violation.table or 'row'}"
+        return json_response({"detail": detail}, 409)
+    column = violation.columns[0] if len(violation.columns) == 1 else None
+    loc = _located(request, column)
+    if violation.kind == "foreign_key":
+        value = _given_value(request, loc, violation)
+        target = _referred_column(violation.table, column)
+        message = "refers to a row that does not exist"
+        if target is not None:
+            referred_table, referred_column = target
+            given = f"this {referred_column}" if value is None else f"{referred_column} {value}"
+            message = f"no {referred_table} has {given}"
+        error = unprocessable(loc, message, value, "not_found")
+    elif violation.kind == "not_null":
+        error = unprocessable(loc, "want a value, not null", None, "not_null")
+    else:
+        message = f"breaks the rule {violation.constraint} of {violation.table}"
+        error = unprocessable(loc, message, None, "check")
+    return await _validation_failed(request, error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Violation:
+    """A constraint the database enforced, and as much as its error says of it."""
+
+    kind: Literal["unique", "foreign_key", "check", "not_null"]
+    # The table of the row that broke it (SQLite names none for a foreign key: the table
+    # the statement wrote), and its columns when the error names them.
+    table: str
+    columns: tuple[str, ...]
+    constraint: str
+    # The key's value, when the error gives it (PostgreSQL's does).
+    value: str | None = None
+    # For a foreign key whose rows still refer to the row deleted: the tables they are in.
+    referring: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, exc: IntegrityError) -> "_Violation | None":
+        """What ``exc`` says, or None for a kind of violation this contract does not know."""
+        error = exc.orig
+        code = getattr(error, "sqlstate", None) or getattr(error, "sqlite_errorname", None)
+        kind = _CONSTRAINT_KINDS.get(str(code))
+        if kind is None:
+            return None
+        written = _WRITTEN_TABLE.match(exc.statement or "")
+        verb, table = (written[1].split()[0].upper(), written[2]) if written else ("", "")
+        # SQLAlchemy's asyncpg adapter raises its error from asyncpg's, which has the fields.
+        server = getattr(error, "__cause__", None)
+        if hasattr(server, "table_name"):
+            broken = getattr(server, "table_name", None) or table
+            key = _KEY.search(getattr(server, "detail", None) or "")
+            named = getattr(server, "column_name", None)
+            columns = (named,) if named else tuple(key[1].split(", ")) if key else ()
+            constraint = getattr(server, "constraint_name", None) or ""
+            if kind == "foreign_key" and (verb == "DELETE" or broken != table):
+                return cls(kind, table, (), constraint, referring=(broken,))
+            return cls(kind, broken, columns, constraint, key[2] if key else None)
+        # SQLite: "UNIQUE constraint failed: owner.name", "CHECK constraint failed: <rule>",
+        # and "FOREIGN KEY constraint failed", naming nothing.
+        said = str(error).partition(": ")[2]
+        if kind in ("unique", "not_null") and "." in said:
+            names = [name.strip().partition(".") for name in said.split(",")]
+            return cls(kind, names[0][0], tuple(name[2] for name in names), said)
+        if kind == "foreign_key" and verb == "DELETE":
+            return cls(kind, table, (), said, referring=_tables_referring_to(table))
+        if kind == "foreign_key":
+            return cls(kind, table, _foreign_key_columns(table), said)
+        return cls(kind, table, (), said)
+
+
+_CONSTRAINT_KINDS: dict[str, Literal["unique", "foreign_key", "check", "not_null"]] = {
+    "23505": "unique",
+    "23503": "foreign_key",
+    "23514": "check",
+    "23502": "not_null",
+    "SQLITE_CONSTRAINT_UNIQUE": "unique",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "unique",
+    "SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key",
+    "SQLITE_CONSTRAINT_CHECK": "check",
+    "SQLITE_CONSTRAINT_NOTNULL": "not_null",
+}
+# The statement's verb and table, as SQLAlchemy writes them (quoted when they must be).
+_WRITTEN_TABLE = re.compile(
+    r'\s*(INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM)\s+"?([^\s"(]+)', re.IGNORECASE
+)
+# PostgreSQL's detail gives the key: "Key (owner_id)=(7) is not present in table ...".
+_KEY = re.compile(r"\(([^()]+)\)=\(([^()]*)\)")
+
+
+def _tables_referring_to(table: str) -> tuple[str, ...]:
+    # SQLite does not say which rows still refer; the models say which tables may, those
+    # whose foreign key neither deletes nor clears its rows with the row it refers to.
+    return tuple(
+        sorted(
+            {
+                other.name
+                for other in SQLModel.metadata.tables.values()
+                for key in other.foreign_keys
+                if key.target_fullname.rpartition(".")[0] == table
+                and (key.ondelete or "").upper() not in ("CASCADE", "SET NULL", "SET DEFAULT")
+            }
+        )
+    )
+
+
+def _foreign_key_columns(table: str) -> tuple[str, ...]:
+    found = SQLModel.metadata.tables.get(table)
+    return tuple(key.parent.name for key in found.foreign_keys) if found is not None else ()
+
+
+def _referred_column(table: str, column: str | None) -> tuple[str, str] | None:
+    found = SQLModel.metadata.tables.get(table)
+    if found is None or column is None or column not in found.columns:
+        return None
+    for key in found.columns[column].foreign_keys:
+        referred_table, _, referred_column = key.target_fullname.rpartition(".")
+        return referred_table, referred_column
+    return None
+
+
+def _given_value(request: Request, loc: Sequence[str], violation: _Violation) -> Any:
+    # The value as the request gave it, when the request or the error says what it was.
+    source, name = loc[0], loc[-1]
+    given: str | None = violation.value
+    if source == "path":
+        given = request.path_params.get(name)
+    elif source == "query":
+        given = request.query_params.get(name)
+    return int(given) if given is not None and _DIGITS.fullmatch(given) else given
+
+
+def _located(request: Request, column: str | None) -> tuple[str, ...]:
+    # Where the request gave the column's value, named as FastAPI names its own errors.
+    if column is None:
+        return ("body",)
+    if column in request.path_params:
+        return ("path", column)
+    if column in request.query_params:
+        return ("query", column)
+    return ("body", column)
+
+
 def install_error_contract(app: FastAPI) -> None:
-    """Answer every 422 in FastAPI's shape, and list every route's statuses in OpenAPI."""
+    """Answer every 422 in FastAPI's shape, a violated constraint with a 409 or a 422, and
+    list every route's statuses in OpenAPI.
+    """
     app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(IntegrityError, _constraint_violated)
     _document_errors(app)
 
 
@@ -3479,7 +3734,9 @@ def key_column() -> "Column[int]":
 
 # Every value the API accepts must be one the database can store: a value it cannot is a
 # 500 at best and a wrong row at worst. These types say so once; use them for every field,
-# path and query parameter, in your models as in the example's.
+# path and query parameter, in your models as in the example's. Their refusals are
+# PydanticCustomErrors, so a 422 reads {"type": "whole_number", "msg": "want a whole
+# number"}, not pydantic's "Value error, ..." with an empty ctx.
 
 
 def _whole_number(value: object) -> object:
@@ -3487,9 +3744,9 @@ def _whole_number(value: object) -> object:
     # path and query parameters arrive as text. Only digits, though: the parser would also
     # take spaces and line breaks around them, a plus sign and underscores ("\r\n1" as 1).
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("want a whole number")
+        raise PydanticCustomError("whole_number", "want a whole number")
     if isinstance(value, str) and not _DIGITS.fullmatch(value):
-        raise ValueError("want a whole number, written in digits only")
+        raise PydanticCustomError("whole_number", "want a whole number, written in digits only")
     return value
 
 
@@ -3498,17 +3755,19 @@ _DIGITS = re.compile(r"-?[0-9]+")
 
 def _storable_text(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("text may not contain the NUL character")
+        raise PydanticCustomError("storable_text", "text may not contain the NUL character")
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise ValueError("text may not contain unpaired surrogates") from None
+        raise PydanticCustomError(
+            "storable_text", "text may not contain unpaired surrogates"
+        ) from None
     return value
 
 
 def _not_blank(value: str) -> str:
     if not value.strip():
-        raise ValueError("want at least one character that is not whitespace")
+        raise PydanticCustomError("not_blank", "want at least one character that is not whitespace")
     return value
 
 
@@ -3541,7 +3800,20 @@ def _without_null(schema: dict[str, Any]) -> None:
             del field_schema["default"]
 
 
-class PartialUpdate(SQLModel):
+class InputSchema(SQLModel):
+    """The base of every request body's schema: a field it does not declare is a 422.
+
+    Derive each create schema from it, ``class NoteCreate(NoteBase, InputSchema)``, and
+    every schema a body holds. Pydantic would otherwise drop an unknown field without a
+    word, and a PATCH of a field the route does not change, or a misspelt one, would answer
+    200 as if it had been applied; the 422 names the field, and the OpenAPI schema says
+    ``additionalProperties: false``. Table models stay as they are: rows are not requests.
+    """
+
+    model_config = {"extra": "forbid"}
+
+
+class PartialUpdate(InputSchema):
     """A PATCH body: the fields given change, the others keep their values.
 
     Declare each field ``T | None = None``. Leaving a field out keeps its value; an explicit
@@ -3555,7 +3827,9 @@ class PartialUpdate(SQLModel):
     def _refuse_null(cls, value: object) -> object:
         # Defaults are not validated: this sees only a null the client sent.
         if value is None:
-            raise ValueError("leave the field out to keep its value; null is not a value")
+            raise PydanticCustomError(
+                "not_null", "leave the field out to keep its value; null is not a value"
+            )
         return value
 
 
@@ -3658,7 +3932,7 @@ class Owner(OwnerBase, table=True):
     )
 
 
-class OwnerCreate(OwnerBase):
+class OwnerCreate(OwnerBase, InputSchema):
     """The body of ``POST /owners``."""
 
 
@@ -3706,7 +3980,7 @@ class Tag(TagBase, table=True):
     )
 
 
-class TagCreate(TagBase):
+class TagCreate(TagBase, InputSchema):
     """The body of ``POST /tags``."""
 
 
@@ -3761,7 +4035,7 @@ Index(
 )
 
 
-class ItemCreate(ItemBase):
+class ItemCreate(ItemBase, InputSchema):
     """The body of ``POST /items``."""
 
     owner_id: Id
@@ -3784,7 +4058,7 @@ class ItemUpdate(PartialUpdate):
 MAX_BATCH_ITEMS = 1000
 
 
-class ItemBatch(SQLModel):
+class ItemBatch(InputSchema):
     """The body of ``POST /items/batch``: the items to create, all or none."""
 
     items: list[ItemCreate] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
@@ -4361,7 +4635,8 @@ async def update_item(
     "/items/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(404),
+    # 409 while rows of another table still refer to the item (the kit's error contract).
+    responses=error_responses(404, 409),
 )
 @query_budget(1)
 async def delete_item(

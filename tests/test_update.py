@@ -134,9 +134,11 @@ async def test_list_reviews_runs_one_query(client: httpx.AsyncClient) -> None:
     assert [review["stars"] for review in response.json()] == [4, 5]
 '''
 
-# What 0.3.0's CHANGELOG asks of the user's own code once updated, as its new generated
-# checks point out: the input types and key pattern, and the 404 listed in OpenAPI.
+# What the CHANGELOG asks of the user's own code once updated, as the new generated checks
+# point out: the input types and key pattern, and the 404 listed in OpenAPI (0.3.0), a body
+# schema that refuses unknown fields (0.5.0).
 USER_FOLLOW_UP = [
+    ("class ReviewCreate(ReviewBase):\n", "class ReviewCreate(ReviewBase, InputSchema):\n"),
     (
         '    comment: str = Field(default="", max_length=2000)\n',
         '    comment: PlainText = Field(default="", max_length=2000)\n',
@@ -487,10 +489,10 @@ def test_the_updated_project_passes_strict_mypy(edited_update: Update) -> None:
 def test_the_new_input_checks_name_what_the_users_code_must_change(
     edited_update: Update,
 ) -> None:
-    result = run(
-        ["pytest", "-q", "-p", "no:cacheprovider", "tests/kit/test_input.py"], edited_update.project
-    )
+    checks = ["tests/kit/test_input.py", "tests/kit/test_unknown_fields.py"]
+    result = run(["pytest", "-q", "-p", "no:cacheprovider", *checks], edited_update.project)
     assert result.returncode == 1, result.stdout + result.stderr
+    assert "POST /items/{item_id}/reviews: ReviewCreate drops the fields" in result.stdout
     for unbounded in (
         "POST /items/{item_id}/reviews path item_id",
         "GET /items/{item_id}/reviews path item_id",

@@ -2,11 +2,13 @@
 
 schemathesis reads the schema the app serves and sends each operation in it requests that
 fit the schema and requests that do not, so routes you add are covered with no more work.
-A route must never answer 5xx, and every answer must be listed in the route's OpenAPI
-``responses`` with a body that matches. It runs in process (ASGI) on the kind of database the
-suite uses, with a few generated rows in every table so that requests reach past their 404s,
-seeded so that a failure comes back on the next run, and bounded in examples. A
-failure prints the request that caused it as a curl command; add that case to a test.
+A route must never answer 5xx, must refuse with a 4xx every request its schema rules out
+(a body field the schema does not declare among them: ``additionalProperties: false``), and
+every answer must be listed in the route's OpenAPI ``responses`` with a body that matches.
+It runs in process (ASGI) on the kind of database the suite uses, with a few generated rows
+in every table so that requests reach past their 404s, seeded so that a failure comes back
+on the next run, and bounded in examples. A failure prints the request that caused it as a
+curl command; add that case to a test.
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -31,6 +34,7 @@ from tests.harness.databases import database_at_head, fill_every_table, migratio
 
 CHECKS = [
     not_a_server_error,
+    negative_data_rejection,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
