@@ -3673,7 +3673,7 @@ def build_app(
     return app
 
 
-# --- For your routes -------------------------------------------------------------------
+# --- For your routes --------------------------------------------------------------------
 # What your models and routes use of the kit, in one place: the dependencies, the budget
 # every route declares, the column and input types, and the answers. (Offloader,
 # CoalescingRefresher and the cache's API are their parts'; see those sections.)
