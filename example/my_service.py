@@ -7,11 +7,11 @@ environment variable or ``.env``; see ``.env.example``.
 The module has two halves, one fence between them. Above it, the template's: ``copier
 update`` keeps improving it, and you rarely need to edit it.
     Settings                   how every part's settings are read, and refused
+    Metrics                    the kit's counters for Prometheus
     Database                   async engine, write sessions, AUTOCOMMIT reads, readiness, breaker
     Query budgets              every statement counted per request
     Server-Timing              where a request's time went, in a response header
     Request log                one line per request, with its id
-    Metrics                    the kit's counters for Prometheus
     Capacity                   one 503 with Retry-After for "no capacity now"
     TTL cache                  in memory, one load per key, invalidated after commit
     Invalidation               cache invalidations across processes (PostgreSQL)
@@ -273,6 +273,80 @@ def _masked(value: object) -> object:
         return value
     user, colon, _ = credentials.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}@{location}"
+
+
+# --- Metrics ----------------------------------------------------------------------------
+# The kit's counters in the Prometheus text format. Every part of the kit keeps its numbers
+# in a ``...Stats`` dataclass on ``app.state``, itself or as the ``stats`` attribute of what
+# it put there; each field is exported as ``<part>_<field>``, the part named after the class
+# (GuardStats: guard_...) unless the class names its ``metric_prefix``. A part with a number
+# that is not a field (the cache's size) offers a ``collect_metrics()`` method as well.
+# A field is a counter (``_total``, only ever goes up) unless it says it is a gauge (a level
+# that goes up and down, such as requests in flight) with ``field(metadata=GAUGE)``.
+# Declare each field with ``counter_field("...")`` or ``gauge_field("...")``: the text is its
+# HELP line, what a dashboard shows beside the series.
+
+GAUGE = MappingProxyType({"metric": "gauge"})
+
+
+def counter_field(description: str) -> Any:
+    """A ``...Stats`` field that counts up from 0, with ``description`` as its HELP line."""
+    return field(default=0, metadata={"help": description})
+
+
+def gauge_field(description: str, default: float = 0) -> Any:
+    """A ``...Stats`` field that goes up and down, with ``description`` as its HELP line."""
+    return field(default=default, metadata={**GAUGE, "help": description})
+
+
+class KitCollector:
+    """Reads the stats of every part of the kit on ``state`` each time /metrics is scraped."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """One metric per numeric field of every ``stats`` dataclass, with its value now."""
+        # State keeps its attributes in _state; older Starlette versions offer no other way
+        # to list them.
+        for part in list(self.state._state.values()):
+            extra = getattr(part, "collect_metrics", None)
+            if callable(extra):
+                yield from extra()
+            stats = getattr(part, "stats", part)
+            if not is_dataclass(stats) or isinstance(stats, type):
+                continue
+            prefix = getattr(stats, "metric_prefix", None) or _snake_case(
+                type(stats).__name__.removesuffix("Stats")
+            )
+            for stat in fields(stats):
+                value = getattr(stats, stat.name)
+                if not isinstance(value, int | float):
+                    continue
+                metric = f"{prefix}_{stat.name}"
+                description = stat.metadata.get("help", f"{type(stats).__name__}.{stat.name}")
+                if stat.metadata.get("metric") == "gauge":
+                    yield GaugeMetricFamily(metric, description, value=value)
+                else:
+                    yield CounterMetricFamily(metric, description, value=value)
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Serve ``GET /metrics`` from a registry of the app's own, with the kit's collector."""
+    # Not the library's global registry: every app (and every test's app) counts for itself.
+    app.state.metrics = registry = CollectorRegistry()
+    registry.register(KitCollector(app.state))
+    app.add_api_route("/metrics", query_budget(0)(metrics), response_class=PlainTextResponse)
+
+
+async def metrics(request: Request) -> Response:
+    """This process's counters and request durations, in the Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 # --- Database ---------------------------------------------------------------------------
@@ -551,9 +625,9 @@ class DatabaseStats:
     exported as ``database_...``, beside the gauge ``database_available``.
     """
 
-    outages: int = 0
-    refused: int = 0
-    probes: int = 0
+    outages: int = counter_field("Times the database was found down")
+    refused: int = counter_field("Connections refused at once while the database was down")
+    probes: int = counter_field("Statements sent to find out whether the database is back")
 
 
 class DatabaseBreaker:
@@ -634,7 +708,7 @@ class DatabaseBreaker:
 
     def collect_metrics(self) -> Iterator[Metric]:
         """``database_available``: 1 while the database answers, 0 while it is known down."""
-        description = "DatabaseBreaker.down: 0 while the database is known to be down"
+        description = "1 while the database answers, 0 while it is known to be down"
         yield GaugeMetricFamily("database_available", description, value=0 if self.down else 1)
 
     async def close(self) -> None:
@@ -1419,80 +1493,6 @@ def configure_logging(log_format: Literal["plain", "json"]) -> None:
         logger.addHandler(_log_handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-
-
-# --- Metrics ----------------------------------------------------------------------------
-# The kit's counters in the Prometheus text format. Every part of the kit keeps its numbers
-# in a ``...Stats`` dataclass on ``app.state``, itself or as the ``stats`` attribute of what
-# it put there; each field is exported as ``<part>_<field>``, the part named after the class
-# (GuardStats: guard_...) unless the class names its ``metric_prefix``. A part with a number
-# that is not a field (the cache's size) offers a ``collect_metrics()`` method as well.
-# A field is a counter (``_total``, only ever goes up) unless it says it is a gauge (a level
-# that goes up and down, such as requests in flight) with ``field(metadata=GAUGE)``.
-# Declare each field with ``counter_field("...")`` or ``gauge_field("...")``: the text is its
-# HELP line, what a dashboard shows beside the series.
-
-GAUGE = MappingProxyType({"metric": "gauge"})
-
-
-def counter_field(description: str) -> Any:
-    """A ``...Stats`` field that counts up from 0, with ``description`` as its HELP line."""
-    return field(default=0, metadata={"help": description})
-
-
-def gauge_field(description: str, default: float = 0) -> Any:
-    """A ``...Stats`` field that goes up and down, with ``description`` as its HELP line."""
-    return field(default=default, metadata={**GAUGE, "help": description})
-
-
-class KitCollector:
-    """Reads the stats of every part of the kit on ``state`` each time /metrics is scraped."""
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        """One metric per numeric field of every ``stats`` dataclass, with its value now."""
-        # State keeps its attributes in _state; older Starlette versions offer no other way
-        # to list them.
-        for part in list(self.state._state.values()):
-            extra = getattr(part, "collect_metrics", None)
-            if callable(extra):
-                yield from extra()
-            stats = getattr(part, "stats", part)
-            if not is_dataclass(stats) or isinstance(stats, type):
-                continue
-            prefix = getattr(stats, "metric_prefix", None) or _snake_case(
-                type(stats).__name__.removesuffix("Stats")
-            )
-            for stat in fields(stats):
-                value = getattr(stats, stat.name)
-                if not isinstance(value, int | float):
-                    continue
-                metric = f"{prefix}_{stat.name}"
-                description = stat.metadata.get("help", f"{type(stats).__name__}.{stat.name}")
-                if stat.metadata.get("metric") == "gauge":
-                    yield GaugeMetricFamily(metric, description, value=value)
-                else:
-                    yield CounterMetricFamily(metric, description, value=value)
-
-
-def install_metrics(app: FastAPI) -> None:
-    """Serve ``GET /metrics`` from a registry of the app's own, with the kit's collector."""
-    # Not the library's global registry: every app (and every test's app) counts for itself.
-    app.state.metrics = registry = CollectorRegistry()
-    registry.register(KitCollector(app.state))
-    app.add_api_route("/metrics", query_budget(0)(metrics), response_class=PlainTextResponse)
-
-
-async def metrics(request: Request) -> Response:
-    """This process's counters and request durations, in the Prometheus text format."""
-    registry: CollectorRegistry = request.app.state.metrics
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 # --- Capacity ---------------------------------------------------------------------------
