@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyinstrument
 import pytest
 import pytest_alembic
 from fastapi import FastAPI
@@ -170,18 +169,3 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """
     async with budget_client(app) as client:
         yield client
-
-
-@pytest.fixture
-def profiler_sampling_each_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyinstrument sampling a profiled request every millisecond, whatever interval the
-    service asks for: at a tenth of one, each sample outlasts the interval, so the profiler
-    samples at every call and a profiled request takes tens of seconds. What the profiling
-    tests check does not depend on the interval.
-    """
-    profiler = pyinstrument.Profiler
-
-    def every_millisecond(*, interval: float, **options: Any) -> pyinstrument.Profiler:
-        return profiler(interval=max(interval, 0.001), **options)
-
-    monkeypatch.setattr(pyinstrument, "Profiler", every_millisecond)

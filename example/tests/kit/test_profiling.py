@@ -23,10 +23,7 @@ async def missing() -> None:
 
 
 @pytest.fixture
-async def profiling_client(
-    database_url: str,
-    profiler_sampling_each_millisecond: None,
-) -> AsyncIterator[httpx.AsyncClient]:
+async def profiling_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with PROFILING_ENABLED=true."""
     app = create_app(Settings(database_url=database_url, profiling_enabled=True))
     app.get("/busy")(spend_some_cpu)

@@ -19,7 +19,6 @@ async def held() -> asyncio.Event:
 async def profiling_client(
     database_url: str,
     held: asyncio.Event,
-    profiler_sampling_each_millisecond: None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with PROFILING_ENABLED=true and a route that waits for ``held``."""
     app = create_app(Settings(database_url=database_url, profiling_enabled=True))
