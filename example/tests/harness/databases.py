@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from fastapi import FastAPI
 from polyfactory.factories.pydantic_factory import ModelFactory
 from pydantic import BaseModel, create_model
 from sqlalchemy import NullPool, text
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.main import default_registry
 
-from my_service import Settings
+from my_service import ReadsDep, SessionDep, Settings, query_budget
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 # Nothing a test runs, in this process or in one it starts, may reach the service's database.
@@ -271,3 +272,21 @@ def assigned_by_database(column: sa.Column[Any]) -> bool:
     return bool(
         column.primary_key and column.autoincrement is not False and not column.foreign_keys
     )
+
+
+def add_probe_routes(app: FastAPI) -> None:
+    """A read and a write of one statement each, the two ways routes reach the database."""
+
+    @query_budget(1)
+    async def read(reads: ReadsDep) -> dict[str, int]:
+        async with reads.connect() as connection:
+            return {"one": (await connection.execute(text("SELECT 1"))).scalar_one()}
+
+    @query_budget(1)
+    async def write(session: SessionDep) -> dict[str, int]:
+        one = (await (await session.connection()).exec_driver_sql("SELECT 1")).scalar_one()
+        await session.commit()
+        return {"one": one}
+
+    app.get("/probe/read")(read)
+    app.post("/probe/write")(write)

@@ -20,18 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 
-from my_service import (
-    DatabaseUnavailable,
-    ReadsDep,
-    SessionDep,
-    Settings,
-    create_app,
-    query_budget,
-)
+from my_service import DatabaseUnavailable, Settings, create_app
 
 from tests.harness import TcpProxy, scrape, sqlite_file_at_head
+from tests.harness.databases import add_probe_routes
 
 # Requests sent while the database is down: far more than the probes that can run meanwhile.
 REQUESTS = 20
@@ -64,24 +57,6 @@ class ResettingServer:
     async def _reset(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         writer.transport.abort()
-
-
-def add_probe_routes(app: FastAPI) -> None:
-    """A read and a write of one statement each, the two ways routes reach the database."""
-
-    @query_budget(1)
-    async def read(reads: ReadsDep) -> dict[str, int]:
-        async with reads.connect() as connection:
-            return {"one": (await connection.execute(text("SELECT 1"))).scalar_one()}
-
-    @query_budget(1)
-    async def write(session: SessionDep) -> dict[str, int]:
-        one = (await (await session.connection()).exec_driver_sql("SELECT 1")).scalar_one()
-        await session.commit()
-        return {"one": one}
-
-    app.get("/probe/read")(read)
-    app.post("/probe/write")(write)
 
 
 @contextlib.asynccontextmanager

@@ -22,30 +22,12 @@ from fastapi import FastAPI
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from my_service import ReadsDep, SessionDep, Settings, create_app, query_budget
+from my_service import SessionDep, Settings, create_app, query_budget
 
-from tests.harness.databases import sqlite_file_at_head
+from tests.harness.databases import add_probe_routes, sqlite_file_at_head
 from tests.harness.network import TcpProxy
 
 UNAVAILABLE = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
-
-
-def add_probe_routes(app: FastAPI) -> None:
-    """A read and a write of one statement each, the two ways routes reach the database."""
-
-    @query_budget(1)
-    async def read(reads: ReadsDep) -> dict[str, int]:
-        async with reads.connect() as connection:
-            return {"one": (await connection.execute(text("SELECT 1"))).scalar_one()}
-
-    @query_budget(1)
-    async def write(session: SessionDep) -> dict[str, int]:
-        one = (await (await session.connection()).exec_driver_sql("SELECT 1")).scalar_one()
-        await session.commit()
-        return {"one": one}
-
-    app.get("/probe/read")(read)
-    app.post("/probe/write")(write)
 
 
 def assert_unavailable(response: httpx.Response) -> None:
