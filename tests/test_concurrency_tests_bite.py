@@ -43,7 +43,7 @@ def test_with_the_row_locked_last_the_races_fail_on_postgresql(project: Path) ->
     result = run(RACES, project, postgres=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert_races_caught(result.stdout)
-    # the PATCH that raced a DELETE: a 500, or the 422 of the row it lost, never its 404
+    # the PATCH that raced a DELETE gets the 422 of the row it lost, not the 404 it should
     assert "assert (422, 204) in {(200, 204), (404, 204)}" in result.stdout, result.stdout
 
 
