@@ -37,6 +37,7 @@ import importlib.util
 import io
 import logging
 import math
+import os
 import random
 import re
 import secrets
@@ -76,6 +77,8 @@ import anyio
 import anyio.to_thread
 import asyncpg
 import greenlet
+import httpx
+import jwt
 import orjson
 import sqlalchemy as sa
 from cachetools import TLRUCache
@@ -83,6 +86,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import (
@@ -92,8 +96,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import (
+    ErrorDetails,
     PydanticCustomError,
     PydanticSerializationError,
     from_json,
@@ -138,7 +144,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import State
 from starlette.middleware import Middleware
 from starlette.responses import StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import Config as UvicornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -147,14 +153,20 @@ from uvicorn.server import ServerState
 # What tests, migrations and other modules may import: the kit's API for your code (see
 # For your routes), the parts tests exercise, and the service's entry points.
 __all__ = [
+    "AUTHENTICATED",
     "GAUGE",
     "MAX_ECHOED_INPUT",
+    "PUBLIC",
     "UNGUARDED_PATHS",
+    "Access",
+    "AccessSettings",
     "AsyncTTLCache",
     "BigKey",
     "BoundedHttpToolsProtocol",
     "CacheDep",
     "CacheListener",
+    "Caller",
+    "CallerDep",
     "CoalescingRefresher",
     "ConcurrencyLimit",
     "Cursor",
@@ -185,6 +197,9 @@ __all__ = [
     "SettingsError",
     "UTCDateTime",
     "WholeNumber",
+    "access",
+    "access_of",
+    "api_routes",
     "app",
     "budget_of",
     "build_app",
@@ -198,6 +213,7 @@ __all__ = [
     "invalidation_sender",
     "json_response",
     "key_column",
+    "mint_token",
     "query_budget",
     "record_queries",
     "router",
@@ -254,11 +270,18 @@ class PartSettings(BaseSettings):
                 "the service's user may read, or none"
             ) from None
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{str(error['loc'][0]).upper()}={_masked(error['input'])!r}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = "; ".join(cls._problem(error) for error in exc.errors())
             raise SettingsError(f"invalid settings: {problems}") from None
+
+    @classmethod
+    def _problem(cls, error: "ErrorDetails") -> str:
+        if not error["loc"]:
+            # A rule across settings: its message names them.
+            return error["msg"].removeprefix("Value error, ")
+        name = str(error["loc"][0])
+        # A secret is never shown; a URL is, with its password masked.
+        value = "***" if name.endswith("_secret") else repr(_masked(error["input"]))
+        return f"{name.upper()}={value}: {error['msg']}"
 
 
 def _masked(value: object) -> object:
@@ -336,7 +359,8 @@ def install_metrics(app: FastAPI) -> None:
     # Not the library's global registry: every app (and every test's app) counts for itself.
     app.state.metrics = registry = CollectorRegistry()
     registry.register(KitCollector(app.state))
-    app.add_api_route("/metrics", query_budget(0)(metrics), response_class=PlainTextResponse)
+    endpoint = access(PUBLIC)(query_budget(0)(metrics))
+    app.add_api_route("/metrics", endpoint, response_class=PlainTextResponse)
 
 
 async def metrics(request: Request) -> Response:
@@ -972,7 +996,8 @@ async def open_database(app: FastAPI, settings: DatabaseSettings) -> AsyncIterat
 def install_database(app: FastAPI) -> None:
     """Answer ``DatabaseUnavailable`` with the kit's 503, and serve ``GET /ready``."""
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
-    app.add_api_route("/ready", query_budget(1)(ready), responses=error_responses(503))
+    endpoint = access(PUBLIC)(query_budget(1)(ready))
+    app.add_api_route("/ready", endpoint, responses=error_responses(503))
 
 
 async def ready(request: Request) -> dict[str, str]:
@@ -1540,13 +1565,14 @@ _UNAVAILABLE_BODY = (
 )
 
 
-def unavailable_response() -> Response:
-    """The 503 of a database that cannot answer now (``DatabaseUnavailable``): the
-    overload's headers, so clients retry it the same way, with a body that says why.
+def unavailable_response(body: bytes = _UNAVAILABLE_BODY) -> Response:
+    """The 503 of a part that cannot answer now (by default the database's,
+    ``DatabaseUnavailable``): the overload's headers, so clients retry it the same way, with
+    a body that says why.
     """
     headers = random.choice(_OVERLOADED_HEADERS)
     return Response(
-        _UNAVAILABLE_BODY,
+        body,
         503,
         {name.decode(): value.decode() for name, value in headers if name != b"content-length"},
     )
@@ -3359,6 +3385,498 @@ _PROFILER_BUSY = [
 ]
 
 
+# --- Access -----------------------------------------------------------------------------
+# Who may call each route. Callers send bearer tokens (RFC 6750): JWTs as RFC 9068 profiles
+# them, issued by an identity provider and checked here, against its published keys (or, in
+# development and tests, a shared secret). Every route declares its rule with @access (For
+# your routes); the check runs before the route's own dependencies, sends no SQL statement,
+# and makes no network call on the request path.
+
+
+class AccessSettings(PartSettings):
+    """Where the keys that sign callers' tokens come from, and what a token must say."""
+
+    # production refuses to start without AUTH_JWKS_URL or AUTH_SECRET. development, with
+    # neither, checks tokens against a secret made on this machine (DEVELOPMENT_SECRET_FILE),
+    # which dev_token.py signs with.
+    environment: Literal["development", "production"] = "development"
+    # The identity provider's JSON Web Key Set: RS256, ES256 and EdDSA keys.
+    auth_jwks_url: str | None = None
+    # A shared HS256 secret, for development and tests; 32 bytes at least (RFC 7518).
+    auth_secret: SecretStr | None = Field(default=None, min_length=32)
+    # What a token's iss must be (required with AUTH_JWKS_URL) and what its aud must hold.
+    auth_issuer: str | None = None
+    auth_audience: str = "my_service"
+    # Seconds of clock difference allowed on exp and nbf.
+    auth_leeway: float = Field(default=30.0, ge=0, le=300)
+    # Seconds to fetch the key set, and at least between two fetches for an unknown key id.
+    auth_jwks_timeout: float = Field(default=5.0, gt=0, le=60)
+    auth_jwks_refresh_interval: float = Field(default=60.0, ge=1, le=86_400)
+    # A longer Authorization header is refused unread; verified tokens kept, until they expire.
+    auth_max_token_bytes: int = Field(default=8192, ge=256, le=65_536)
+    auth_verified_tokens: int = Field(default=10_000, ge=0, le=1_000_000)
+
+    @field_validator("auth_jwks_url", "auth_secret", "auth_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # AUTH_SECRET= in .env leaves the secret unset, as leaving the line out does.
+        return None if value == "" else value
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        url = httpx.URL(value)
+        local = url.host in ("localhost", "127.0.0.1", "::1")
+        if url.scheme != "https" and not (url.scheme == "http" and local):
+            raise ValueError("want an https:// URL (http:// only on localhost)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if self.auth_jwks_url is not None and self.auth_secret is not None:
+            raise ValueError("set AUTH_JWKS_URL (production) or AUTH_SECRET, not both")
+        if self.auth_jwks_url is not None and not self.auth_issuer:
+            raise ValueError("AUTH_JWKS_URL needs AUTH_ISSUER: the iss its tokens carry")
+        if self.environment == "production":
+            if self.auth_jwks_url is None and self.auth_secret is None:
+                raise ValueError(
+                    "ENVIRONMENT=production needs keys to check tokens with: set AUTH_JWKS_URL "
+                    "(with AUTH_ISSUER and AUTH_AUDIENCE) to your identity provider's key set"
+                )
+            if "auth_audience" not in self.model_fields_set:
+                raise ValueError(
+                    "ENVIRONMENT=production needs AUTH_AUDIENCE: the audience your identity "
+                    "provider issues this service's tokens for"
+                )
+        return self
+
+
+# The secret a development service checks tokens against when no key source is set: made at
+# random on first use, kept beside .env, never committed (.gitignore) or built into an image
+# (.dockerignore).
+DEVELOPMENT_SECRET_FILE = Path(".my_service-development-secret")
+
+
+def development_secret() -> bytes:
+    """This machine's development secret, made on first use; safe for several processes."""
+    with suppress(FileNotFoundError):
+        return DEVELOPMENT_SECRET_FILE.read_bytes()
+    made = DEVELOPMENT_SECRET_FILE.with_name(f"{DEVELOPMENT_SECRET_FILE.name}.{os.getpid()}")
+    made.write_bytes(secrets.token_urlsafe(48).encode())
+    made.chmod(0o600)
+    try:
+        # A link fails where the file exists: the first process's secret stays everyone's.
+        DEVELOPMENT_SECRET_FILE.hardlink_to(made)
+    except FileExistsError:
+        pass
+    finally:
+        made.unlink()
+    return DEVELOPMENT_SECRET_FILE.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent the request: the token's subject, and the scopes it was granted."""
+
+    subject: str
+    scopes: frozenset[str]
+
+
+# A public route's caller: it sent no token, or one nobody checked.
+ANONYMOUS = Caller(subject="", scopes=frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A route's rule (see ``access``): whether it needs a valid token, and which scopes."""
+
+    authenticated: bool
+    scopes: frozenset[str] = frozenset()
+
+
+PUBLIC = Access(authenticated=False)
+AUTHENTICATED = Access(authenticated=True)
+_rules: dict[Callable[..., Any], Access] = {}
+
+
+def access_of(endpoint: Callable[..., Any]) -> Access | None:
+    """The access rule declared for ``endpoint``, or None."""
+    return _rules.get(endpoint)
+
+
+# Signed with the provider's keys only: never HS256, so a public key cannot be used as a
+# shared secret, and never "none".
+_ASYMMETRIC = frozenset({"RS256", "ES256", "EdDSA"})
+# Scopes as RFC 9068 sends them (scope, one string), as Entra ID does (scp), and as Auth0
+# does for its API permissions (permissions, a list).
+_SCOPE_CLAIMS = ("scope", "scp", "permissions")
+
+
+@dataclass(slots=True)
+class AccessStats:
+    """What the token checks did since the app started."""
+
+    tokens_verified: int = counter_field("Tokens whose signature and claims were checked")
+    tokens_refused: int = counter_field("Requests refused with a 401 or a 403")
+    key_fetches: int = counter_field("Fetches of the identity provider's key set")
+    key_fetch_failures: int = counter_field(
+        "Fetches of the key set that failed: keys already loaded stay in use"
+    )
+    keys: int = gauge_field("Keys loaded to check tokens with")
+
+
+class KeysNotLoaded(Exception):
+    """No key to check tokens with has been loaded yet: a 503, not a refusal."""
+
+
+class _Refused(Exception):
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+
+class KeySet:
+    """The identity provider's keys, by key id: fetched at start-up, and again when a token
+    names a key id not seen yet, one fetch at a time and one per refresh interval at most.
+    A failed fetch keeps the keys already loaded.
+    """
+
+    def __init__(self, settings: AccessSettings, stats: AccessStats) -> None:
+        assert settings.auth_jwks_url is not None
+        self.url = settings.auth_jwks_url
+        self.timeout = settings.auth_jwks_timeout
+        self.interval = settings.auth_jwks_refresh_interval
+        self.stats = stats
+        self.keys: dict[str | None, jwt.PyJWK] = {}
+        self.loaded = False
+        self._fetching: asyncio.Task[None] | None = None
+        self._last_fetch = -math.inf
+        self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
+    async def start(self) -> None:
+        """The first fetch; on failure the service starts anyway and keeps trying."""
+        await self._fetch_once()
+        if not self.loaded:
+            self._retrying = asyncio.create_task(self._retry())
+
+    async def aclose(self) -> None:
+        retrying = getattr(self, "_retrying", None)
+        for task in (retrying, self._fetching):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        await self._client.aclose()
+
+    async def key(self, key_id: str | None) -> jwt.PyJWK:
+        """The key named ``key_id``; refused when the provider does not publish it."""
+        key = self.keys.get(key_id)
+        if key is not None:
+            return key
+        if not self.loaded:
+            raise KeysNotLoaded
+        if time.monotonic() - self._last_fetch >= self.interval:
+            await self._fetch_once()
+        key = self.keys.get(key_id)
+        if key is None:
+            raise _Refused("the token's key id is not one of the issuer's keys")
+        return key
+
+    async def _fetch_once(self) -> None:
+        # One fetch for every request waiting on it; a request that goes away does not
+        # cancel it for the others.
+        if self._fetching is None:
+            self._last_fetch = time.monotonic()
+            self._fetching = asyncio.create_task(self._fetch())
+            self._fetching.add_done_callback(self._fetched)
+        await asyncio.shield(self._fetching)
+
+    def _fetched(self, task: "asyncio.Task[None]") -> None:
+        self._fetching = None
+
+    async def _fetch(self) -> None:
+        self.stats.key_fetches += 1
+        try:
+            keys = await self._download()
+        except Exception as exc:
+            # The reason, never the content: a key set is no secret, but its errors quote it.
+            self.stats.key_fetch_failures += 1
+            logger.warning("cannot load the key set from %s: %s", self.url, type(exc).__name__)
+            return
+        self.keys = keys
+        self.loaded = True
+        self.stats.keys = len({id(key) for key in keys.values()})
+
+    async def _download(self) -> dict[str | None, jwt.PyJWK]:
+        async with self._client.stream("GET", self.url) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_KEY_SET_BYTES:
+                    raise ValueError("the key set is too large")
+        key_set = jwt.PyJWKSet.from_dict(orjson.loads(body))
+        keys: dict[str | None, jwt.PyJWK] = {
+            key.key_id: key for key in key_set.keys if key.algorithm_name in _ASYMMETRIC
+        }
+        if not keys:
+            raise ValueError("the key set holds no RS256, ES256 or EdDSA key")
+        if len(keys) == 1:
+            # A token without a key id may use the only key.
+            keys[None] = next(iter(keys.values()))
+        return keys
+
+    async def _retry(self) -> None:
+        delay = 1.0
+        while not self.loaded:
+            await asyncio.sleep(delay)
+            await self._fetch_once()
+            delay = min(delay * 2, self.interval)
+
+
+_MAX_KEY_SET_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    caller: Caller
+    expires_at: float
+
+
+class TokenVerifier:
+    """Checks bearer tokens: their signature, ``iss``, ``aud``, ``exp`` and ``nbf``, and
+    keeps each verified one's caller until it expires, so a caller's next requests cost a
+    dictionary lookup.
+    """
+
+    def __init__(self, settings: AccessSettings, stats: AccessStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.key_set = KeySet(settings, stats) if settings.auth_jwks_url is not None else None
+        self._secret: bytes | None = None
+        if settings.auth_secret is not None:
+            self._secret = settings.auth_secret.get_secret_value().encode()
+        elif self.key_set is None:
+            self._secret = development_secret()
+            logger.warning(
+                "AUTH_JWKS_URL and AUTH_SECRET are not set: tokens are checked against the "
+                "development secret in %s (mint one with dev_token.py); production needs "
+                "AUTH_JWKS_URL",
+                DEVELOPMENT_SECRET_FILE,
+            )
+        self._algorithms = _ASYMMETRIC if self.key_set is not None else frozenset({"HS256"})
+        self._required = ["exp", "sub", "aud", *(["iss"] if settings.auth_issuer else [])]
+        self._verified: TLRUCache[str, _Verified] = TLRUCache(
+            maxsize=settings.auth_verified_tokens,
+            ttu=lambda _token, verified, _now: verified.expires_at,
+            timer=time.time,
+        )
+        stats.keys = 0 if self.key_set is not None else 1
+
+    async def caller(self, authorization: str | None) -> Caller:
+        """The caller an ``Authorization`` header names; ``_Refused`` if it names none."""
+        if authorization is None:
+            raise _Refused("")
+        if len(authorization) > self.settings.auth_max_token_bytes:
+            raise _Refused("the token is too large")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token or " " in token:
+            raise _Refused("want an Authorization header of the form: Bearer <token>")
+        verified = self._verified.get(token)
+        if verified is not None:
+            return verified.caller
+        verified = await self._verify(token)
+        if self.settings.auth_verified_tokens:
+            self._verified[token] = verified
+        return verified.caller
+
+    async def _verify(self, token: str) -> _Verified:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise _Refused("the token is not a JWT") from None
+        algorithm = header.get("alg")
+        if algorithm not in self._algorithms:
+            accepted = ", ".join(sorted(self._algorithms))
+            raise _Refused(f"the token's algorithm is not accepted; want {accepted}")
+        key: jwt.PyJWK | bytes
+        if self.key_set is not None:
+            key_id = header.get("kid")
+            key = await self.key_set.key(key_id if isinstance(key_id, str) else None)
+        else:
+            assert self._secret is not None
+            key = self._secret
+        self.stats.tokens_verified += 1
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.settings.auth_audience,
+                issuer=self.settings.auth_issuer,
+                leeway=self.settings.auth_leeway,
+                options={"require": self._required},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _Refused("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _Refused("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise _Refused("the token is not for this service (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise _Refused("the token is not from the expected issuer (iss)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _Refused(f"the token has no {exc.claim} claim") from None
+        except jwt.InvalidSignatureError:
+            raise _Refused("the token's signature does not verify") from None
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError):
+            raise _Refused("the token is invalid") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise _Refused("the token's sub is not a string")
+        caller = Caller(subject=subject, scopes=_scopes(claims))
+        return _Verified(caller, float(claims["exp"]) + self.settings.auth_leeway)
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    scopes: set[str] = set()
+    for claim in _SCOPE_CLAIMS:
+        value = claims.get(claim)
+        if isinstance(value, str):
+            scopes.update(value.split())
+        elif isinstance(value, list):
+            scopes.update(scope for scope in value if isinstance(scope, str))
+    return frozenset(scopes)
+
+
+async def authorize(request: Request) -> Caller:
+    """The app's first dependency on every route: the caller, held to the route's rule.
+
+    A route without a rule is held to ``AUTHENTICATED``, and fails its tests. As a route's
+    own parameter (``CallerDep``) it is the same call, made once per request.
+    """
+    route = request.scope.get("route")
+    rule = _rules.get(getattr(route, "endpoint", None), AUTHENTICATED)  # type: ignore[arg-type]
+    if not rule.authenticated:
+        return ANONYMOUS
+    verifier: TokenVerifier = request.app.state.access
+    try:
+        caller = await verifier.caller(request.headers.get("authorization"))
+    except _Refused as refused:
+        verifier.stats.tokens_refused += 1
+        raise _unauthorized(refused.description) from None
+    missing = rule.scopes - caller.scopes
+    if missing:
+        verifier.stats.tokens_refused += 1
+        needed = " ".join(sorted(rule.scopes))
+        raise HTTPException(
+            403,
+            f"the token lacks the scope this route needs: {needed}",
+            {"www-authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
+        )
+    return caller
+
+
+def _unauthorized(description: str) -> HTTPException:
+    if not description:
+        # No credentials at all: RFC 6750 has the challenge carry no error code.
+        return HTTPException(401, "this route needs a bearer token", {"www-authenticate": "Bearer"})
+    return HTTPException(
+        401,
+        description,
+        {"www-authenticate": f'Bearer error="invalid_token", error_description="{description}"'},
+    )
+
+
+def install_access(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Declare each route's rule in OpenAPI, and answer 503 while no keys are loaded.
+
+    (``build_app`` makes ``authorize`` the app's first dependency.)
+    """
+    document_access(routers)
+    app.add_exception_handler(KeysNotLoaded, _keys_not_loaded)
+
+
+_KEYS_NOT_LOADED_BODY = (
+    b'{"detail":"no keys to check tokens with are loaded yet; retry after the delay in '
+    b'Retry-After"}'
+)
+
+
+async def _keys_not_loaded(request: Request, exc: Exception) -> Response:
+    return unavailable_response(_KEYS_NOT_LOADED_BODY)
+
+
+@asynccontextmanager
+async def open_access(app: FastAPI, settings: AccessSettings) -> AsyncIterator[None]:
+    """Load the keys tokens are checked with, for as long as the app runs."""
+    verifier = app.state.access = TokenVerifier(settings, AccessStats())
+    if verifier.key_set is None:
+        yield
+        return
+    await verifier.key_set.start()
+    try:
+        yield
+    finally:
+        await verifier.key_set.aclose()
+
+
+def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every API route of ``routes``, those of included routers too."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # Recent FastAPI versions keep an included router whole instead of copying its routes.
+        elif isinstance(included := getattr(route, "original_router", None), APIRouter):
+            yield from api_routes(included.routes)
+
+
+def document_access(routers: Sequence[APIRouter]) -> None:
+    """Declare each route's rule in OpenAPI: the bearer scheme and its scopes, so that
+    /docs offers Authorize and a client generator sees what each route needs.
+    """
+    for route in api_routes(route for router in routers for route in router.routes):
+        rule = _rules.get(route.endpoint, AUTHENTICATED)
+        if rule.authenticated:
+            security = [{BEARER_SCHEME: sorted(rule.scopes)}]
+            route.openapi_extra = {**(route.openapi_extra or {}), "security": security}
+
+
+BEARER_SCHEME = "bearerAuth"
+
+
+def mint_token(
+    settings: AccessSettings,
+    subject: str,
+    scopes: Iterable[str] = (),
+    *,
+    expires_in: float = 3600,
+    **claims: Any,
+) -> str:
+    """A token signed with ``AUTH_SECRET``, or the development secret: for development and
+    tests. Production tokens come from the identity provider.
+    """
+    if settings.auth_jwks_url is not None:
+        raise ValueError("AUTH_JWKS_URL is set: tokens come from the identity provider")
+    secret = (
+        settings.auth_secret.get_secret_value().encode()
+        if settings.auth_secret is not None
+        else development_secret()
+    )
+    now = time.time()
+    payload: dict[str, Any] = {
+        "sub": subject,
+        "aud": settings.auth_audience,
+        "iat": int(now),
+        "exp": int(now + expires_in),
+        "scope": " ".join(sorted(scopes)),
+    }
+    if settings.auth_issuer:
+        payload["iss"] = settings.auth_issuer
+    return jwt.encode({**payload, **claims}, secret, algorithm="HS256")
+
+
 # --- Error contract ---------------------------------------------------------------------
 # The error contract. 400, 404, 408, 409, 413 and 503 answer {"detail": "<message>"}; every
 # 422 has FastAPI's validation-error shape, whether the request was malformed or names a
@@ -3564,7 +4082,8 @@ def _document_errors(app: FastAPI) -> None:
     """List the statuses every route may answer in its OpenAPI responses.
 
     400 (a body that is not UTF-8), 408 (too slow) and 413 (too large) for every route that
-    takes a body, 503 (overloaded) for every guarded route.
+    takes a body, 401 for every route that needs a token and 403 for one that needs scopes
+    (see Access), 503 (overloaded) for every guarded route.
     """
     generate = app.openapi
 
@@ -3580,9 +4099,18 @@ def _document_errors(app: FastAPI) -> None:
                     },
                 },
             }
+            schema["components"].setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+            }
             for path, operations in schema.get("paths", {}).items():
                 for operation in operations.values():
                     responses = operation.setdefault("responses", {})
+                    for requirement in operation.get("security", []):
+                        responses.setdefault("401", {"description": "Unauthorized", **error})
+                        if requirement.get(BEARER_SCHEME):
+                            responses.setdefault("403", {"description": "Forbidden", **error})
                     if "requestBody" in operation:
                         # FastAPI answers 400 to a body that is not even text.
                         responses.setdefault("400", {"description": "Bad Request", **error})
@@ -3609,6 +4137,7 @@ class KitSettings(
     BodyLimitSettings,
     SlowClientSettings,
     ProfilingSettings,
+    AccessSettings,
 ):
     """The kit's settings: every part's own, in one class. ``Settings``, below the fence,
     adds the service's. Build them with ``Settings.from_env()``, whose error names each
@@ -3639,15 +4168,17 @@ def build_app(
         # Started in this order, stopped in the reverse one.
         async with (
             open_database(app, settings),
+            open_access(app, settings),
             open_cache(app, settings),
             open_offloader(app, settings),
             lifespan(app) if lifespan is not None else nullcontext(),
         ):
             yield
 
-    app = FastAPI(title=title, lifespan=kit_lifespan)
+    # Every route's first dependency: who may call it is checked before anything else runs.
+    app = FastAPI(title=title, lifespan=kit_lifespan, dependencies=[Depends(authorize)])
     app.state.settings = settings
-    app.add_api_route("/health", query_budget(0)(health))
+    app.add_api_route("/health", access(PUBLIC)(query_budget(0)(health)))
     install_metrics(app)
     # The middleware, outermost first: the order in which a request meets them. Each part
     # keeps its state and counters on app.state, and one turned off adds nothing. (What
@@ -3667,6 +4198,7 @@ def build_app(
     ]
     install_capacity(app)
     install_database(app)
+    install_access(app, routers)
     install_error_contract(app)
     for router in routers:
         app.include_router(router)
@@ -3674,15 +4206,18 @@ def build_app(
 
 
 # --- For your routes --------------------------------------------------------------------
-# What your models and routes use of the kit, in one place: the dependencies, the budget
-# every route declares, the column and input types, and the answers. (Offloader,
-# CoalescingRefresher and the cache's API are their parts'; see those sections.)
+# What your models and routes use of the kit, in one place: the dependencies, the two
+# things every route declares (its budget and who may call it), the column and input types,
+# and the answers. (Offloader, CoalescingRefresher and the cache's API are their parts'; see
+# those sections.)
 
-# A route's dependencies: a write session, the AUTOCOMMIT reads, the cache, the offload pool.
+# A route's dependencies: a write session, the AUTOCOMMIT reads, the cache, the offload
+# pool, and the caller its token names (ANONYMOUS on a public route).
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ReadsDep = Annotated[AsyncEngine, Depends(get_reads)]
 CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
 OffloadDep = Annotated[Offloader, Depends(get_offloader)]
+CallerDep = Annotated[Caller, Depends(authorize)]
 
 
 def query_budget(limit: int) -> Callable[[_Endpoint], _Endpoint]:
@@ -3695,6 +4230,36 @@ def query_budget(limit: int) -> Callable[[_Endpoint], _Endpoint]:
 
     def declare(endpoint: _Endpoint) -> _Endpoint:
         _budgets[endpoint] = limit
+        return endpoint
+
+    return declare
+
+
+# A scope as OAuth 2.0 spells one (RFC 6749): printable ASCII without spaces, quotes or
+# backslashes, so that it fits a WWW-Authenticate challenge as it is.
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def access(rule: Access | str, /, *scopes: str) -> Callable[[_Endpoint], _Endpoint]:
+    """Declare who may call a route: ``@access(PUBLIC)``, ``@access(AUTHENTICATED)`` (any
+    valid token), or ``@access("items:write")`` (a token holding every scope named).
+
+    Checked before the route's own dependencies run: a refused request costs no statement.
+    A route that declares nothing is held to AUTHENTICATED, and fails its tests.
+    """
+    if isinstance(rule, Access):
+        if scopes:
+            raise TypeError("name scopes alone, or PUBLIC or AUTHENTICATED alone")
+        declared = rule
+    else:
+        named = (rule, *scopes)
+        for scope in named:
+            if not _SCOPE.fullmatch(scope):
+                raise ValueError(f"{scope!r} is not a scope: want printable ASCII, no spaces")
+        declared = Access(authenticated=True, scopes=frozenset(named))
+
+    def declare(endpoint: _Endpoint) -> _Endpoint:
+        _rules[endpoint] = declared
         return endpoint
 
     return declare
@@ -3927,6 +4492,9 @@ class Owner(OwnerBase, table=True):
 
     id: int | None = Field(default=None, sa_column=key_column())
     name: str = Field(max_length=100, unique=True)
+    # The token subject of the caller who created the owner: the caller who may change its
+    # items (see Access rules). None for owners older than the rule: an admin's alone.
+    subject: str | None = Field(default=None, max_length=255)
     items: list["Item"] = Relationship(
         back_populates="owner", sa_relationship_kwargs={"lazy": "raise"}
     )
@@ -4115,6 +4683,14 @@ router = APIRouter()
 
 MAX_PAGE_SIZE = 100
 
+# Who may call what: the scopes the identity provider grants callers of this service. Reads
+# need any valid token, tags are public to read; each write needs its scope. An owner's items
+# are changed by the caller who created the owner, or by one holding ADMIN.
+OWNERS_WRITE = "owners:write"
+TAGS_WRITE = "tags:write"
+ITEMS_WRITE = "items:write"
+ADMIN = "admin"
+
 
 # The read routes' statements, built once. Reads select only the columns their responses
 # return, as rows rather than ORM objects: nothing to hydrate, track or expire. They use
@@ -4216,11 +4792,24 @@ _INSERT_TAG = sa.insert(Tag).returning(col(Tag.id), col(Tag.name))
 _INSERT_ITEM = sa.insert(Item).returning(col(Item.id), col(Item.created_at))
 # Sent with a list of links: one statement however many there are.
 _INSERT_LINKS = sa.insert(ItemTagLink)
+# Whether the caller may change an owner's items: the owner is theirs, or they hold ADMIN.
+# Each write puts it in its own WHERE, so the rule costs no statement, and another caller's
+# owner or item is not found (a 404, or an unknown owner's 422): whether it exists is no
+# business of theirs. (_changer gives the two parameters.)
+_CALLERS_OWNER = sa.or_(
+    sa.bindparam("admin", type_=sa.Boolean()), col(Owner.subject) == sa.bindparam("subject")
+)
+_CALLERS_ITEM = sa.or_(
+    sa.bindparam("admin", type_=sa.Boolean()),
+    sa.exists().where(
+        col(Owner.id) == col(Item.owner_id), col(Owner.subject) == sa.bindparam("subject")
+    ),
+)
 # A new item's owner and tags, checked in one statement before anything is written: no row
-# means no such owner, and an id missing from the rows is an unknown tag.
+# means no owner of the caller's, and an id missing from the rows is an unknown tag.
 _OWNER_AND_TAGS: Select[*tuple[Any, ...]] = (
     sa.select(col(Owner.name), col(Tag.id), col(Tag.name))
-    .where(col(Owner.id) == sa.bindparam("owner_id"))
+    .where(col(Owner.id) == sa.bindparam("owner_id"), _CALLERS_OWNER)
     .order_by(col(Tag.id))
 )
 _OWNER_AND_TAGS_ANY = _OWNER_AND_TAGS.outerjoin(
@@ -4245,7 +4834,7 @@ _ITEM_RETURNED = (
 )
 _UPDATE_ITEM = (
     sa.update(Item)
-    .where(col(Item.id) == sa.bindparam("item_id"))
+    .where(col(Item.id) == sa.bindparam("item_id"), _CALLERS_ITEM)
     .values(
         {
             name: sa.func.coalesce(sa.bindparam(f"new_{name}", type_=column.type), column)
@@ -4268,12 +4857,16 @@ _TAGS_BY_ID_IN = _TAG_ROWS.where(col(Tag.id).in_(sa.bindparam("tag_ids", expandi
 # ids, sorted, are the rows' in the order sent (SQLAlchemy's sort_by_parameter_order would
 # insert row by row on SQLite, whose keys give it no order to sort by).
 _OWNERS_BY_ID_ANY = _OWNER_ROWS.where(
-    col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger)))
+    col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger))), _CALLERS_OWNER
 )
-_OWNERS_BY_ID_IN = _OWNER_ROWS.where(col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True)))
+_OWNERS_BY_ID_IN = _OWNER_ROWS.where(
+    col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True)), _CALLERS_OWNER
+)
 _INSERT_ITEMS = sa.insert(Item).returning(col(Item.id))
 _DELETE_ITEM = (
-    sa.delete(Item).where(col(Item.id) == sa.bindparam("item_id")).returning(col(Item.owner_id))
+    sa.delete(Item)
+    .where(col(Item.id) == sa.bindparam("item_id"), _CALLERS_ITEM)
+    .returning(col(Item.owner_id))
 )
 
 
@@ -4358,11 +4951,15 @@ async def refresh_summaries(app: FastAPI) -> AsyncIterator[None]:
     responses=error_responses(409),
 )
 @query_budget(1)
-async def create_owner(body: OwnerCreate, session: SessionDep, summaries: SummariesDep) -> Response:
-    """Create an owner; names are unique."""
+@access(OWNERS_WRITE)
+async def create_owner(
+    body: OwnerCreate, session: SessionDep, summaries: SummariesDep, caller: CallerDep
+) -> Response:
+    """Create an owner, the caller's; names are unique."""
     connection = await session.connection()
+    values = {"name": body.name, "subject": caller.subject}
     try:
-        owner = (await connection.execute(_INSERT_OWNER, {"name": body.name})).one()
+        owner = (await connection.execute(_INSERT_OWNER, values)).one()
         await session.commit()
     except IntegrityError:
         raise HTTPException(
@@ -4375,6 +4972,7 @@ async def create_owner(body: OwnerCreate, session: SessionDep, summaries: Summar
 
 @router.get("/owners", response_model=OwnerPage)
 @query_budget(1)
+@access(AUTHENTICATED)
 async def list_owners(
     reads: ReadsDep,
     after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
@@ -4388,6 +4986,7 @@ async def list_owners(
 
 @router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
 @query_budget(1)
+@access(AUTHENTICATED)
 async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
     """One owner."""
     async with reads.connect() as connection:
@@ -4401,6 +5000,7 @@ async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
     "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
 )
 @query_budget(1)
+@access(AUTHENTICATED)
 async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
     """How many live items an owner has and what they cost together.
 
@@ -4422,6 +5022,7 @@ async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
     responses=error_responses(409),
 )
 @query_budget(1)
+@access(TAGS_WRITE)
 async def create_tag(body: TagCreate, session: SessionDep) -> Response:
     """Create a tag; names are unique."""
     connection = await session.connection()
@@ -4437,6 +5038,7 @@ async def create_tag(body: TagCreate, session: SessionDep) -> Response:
 
 @router.get("/tags", response_model=TagPage)
 @query_budget(1)
+@access(PUBLIC)
 async def list_tags(
     reads: ReadsDep,
     after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
@@ -4450,6 +5052,7 @@ async def list_tags(
 
 @router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
 @query_budget(1)
+@access(PUBLIC)
 async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
     """One tag."""
     async with reads.connect() as connection:
@@ -4461,10 +5064,15 @@ async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
 
 @router.post("/items", status_code=status.HTTP_201_CREATED, response_model=ItemRead)
 @query_budget(3)
+@access(ITEMS_WRITE)
 async def create_item(
-    body: ItemCreate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+    body: ItemCreate,
+    session: SessionDep,
+    cache: CacheDep,
+    summaries: SummariesDep,
+    caller: CallerDep,
 ) -> Response:
-    """Create an item for an existing owner, with existing tags.
+    """Create an item for an owner of the caller's, with existing tags.
 
     Three statements, two without tags: the owner and the tags checked together, the item
     inserted, its tag links inserted.
@@ -4473,7 +5081,8 @@ async def create_item(
     postgresql = connection.dialect.name == "postgresql"
     check = _OWNER_AND_TAGS_ANY if postgresql else _OWNER_AND_TAGS_IN
     tag_ids = sorted(set(body.tag_ids))
-    rows = (await connection.execute(check, {"owner_id": body.owner_id, "tag_ids": tag_ids})).all()
+    given = {"owner_id": body.owner_id, "tag_ids": tag_ids, **_changer(caller)}
+    rows = (await connection.execute(check, given)).all()
     if not rows:
         raise _unknown_owner(("body", "owner_id"), body.owner_id)
     tags = [{"id": tag_id, "name": name} for _, tag_id, name in rows if tag_id is not None]
@@ -4502,8 +5111,13 @@ async def create_item(
     responses=error_responses(413),
 )
 @query_budget(4)
+@access(ITEMS_WRITE)
 async def create_items(
-    body: ItemBatch, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+    body: ItemBatch,
+    session: SessionDep,
+    cache: CacheDep,
+    summaries: SummariesDep,
+    caller: CallerDep,
 ) -> Response:
     """Create up to ``MAX_BATCH_ITEMS`` items in one transaction: all of them, or none.
 
@@ -4518,7 +5132,7 @@ async def create_items(
     postgresql = connection.dialect.name == "postgresql"
     owner_ids = sorted({item.owner_id for item in body.items})
     read_owners = _OWNERS_BY_ID_ANY if postgresql else _OWNERS_BY_ID_IN
-    owner_rows = await connection.execute(read_owners, {"owner_ids": owner_ids})
+    owner_rows = await connection.execute(read_owners, {"owner_ids": owner_ids, **_changer(caller)})
     owners = {row.id: row._asdict() for row in owner_rows}
     tag_ids = sorted({tag_id for item in body.items for tag_id in item.tag_ids})
     tags: dict[int, dict[str, Any]] = {}
@@ -4567,6 +5181,7 @@ NOT_FOUND_TTL = 2.0
 
 @router.get("/items/{item_id}", response_model=ItemRead, responses=error_responses(404))
 @query_budget(1)
+@access(AUTHENTICATED)
 async def get_item(item_id: Id, cache: CacheDep, reads: ReadsDep) -> Response:
     """One item with its owner and tags, from the cache while the entry lives."""
     # The cache holds the serialized response: a hit costs no query and no serialization.
@@ -4580,6 +5195,7 @@ async def get_item(item_id: Id, cache: CacheDep, reads: ReadsDep) -> Response:
 
 @router.get("/items", response_model=ItemPage)
 @query_budget(2)
+@access(AUTHENTICATED)
 async def list_items(
     reads: ReadsDep,
     owner_id: Id | None = None,
@@ -4604,13 +5220,20 @@ async def list_items(
 
 @router.patch("/items/{item_id}", response_model=ItemRead, responses=error_responses(404))
 @query_budget(4)
+@access(ITEMS_WRITE)
 async def update_item(
-    item_id: Id, body: ItemUpdate, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+    item_id: Id,
+    body: ItemUpdate,
+    session: SessionDep,
+    cache: CacheDep,
+    summaries: SummariesDep,
+    caller: CallerDep,
 ) -> Response:
     """Change the fields given; ``tag_ids`` replaces the item's tags.
 
     Concurrent updates of one item apply one after the other, the last one's tags win
-    whole, and an item deleted meanwhile is a 404. Two statements, four with ``tag_ids``:
+    whole, and an item deleted meanwhile is a 404, as is another caller's item (see
+    ``_CALLERS_ITEM``). Two statements, four with ``tag_ids``:
     the row updated, then its tags read; or the new tags read, the old ones unlinked and
     the new ones linked.
     """
@@ -4618,7 +5241,8 @@ async def update_item(
     given = body.model_dump(exclude_unset=True)
     changes = {f"new_{name}": given.get(name) for name in _UPDATED_FIELDS}
     # The row first: its UPDATE is the lock that makes concurrent PATCHes take turns.
-    row = (await connection.execute(_UPDATE_ITEM, {"item_id": item_id, **changes})).first()
+    parameters = {"item_id": item_id, **changes, **_changer(caller)}
+    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
     if row is None:
         raise _not_found("item", item_id)
     if body.tag_ids is None:
@@ -4639,12 +5263,14 @@ async def update_item(
     responses=error_responses(404, 409),
 )
 @query_budget(1)
+@access(ITEMS_WRITE)
 async def delete_item(
-    item_id: Id, session: SessionDep, cache: CacheDep, summaries: SummariesDep
+    item_id: Id, session: SessionDep, cache: CacheDep, summaries: SummariesDep, caller: CallerDep
 ) -> Response:
-    """Delete an item; its tag links go with it."""
+    """Delete an item of the caller's; its tag links go with it."""
     connection = await session.connection()
-    owner_id = (await connection.execute(_DELETE_ITEM, {"item_id": item_id})).scalar()
+    parameters = {"item_id": item_id, **_changer(caller)}
+    owner_id = (await connection.execute(_DELETE_ITEM, parameters)).scalar()
     if owner_id is None:
         raise _not_found("item", item_id)
     cache.invalidate_on_commit(session, "item", item_id)
@@ -4661,6 +5287,7 @@ EXPORT_BATCH_ROWS = 1000
 
 @router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
 @query_budget(2)
+@access(AUTHENTICATED)
 async def export_owner_items(
     owner_id: Id, reads: ReadsDep, offloader: OffloadDep
 ) -> StreamingResponse:
@@ -4838,6 +5465,11 @@ def _unknown_tags(
 ) -> RequestValidationError:
     missing = sorted(set(tag_ids) - {tag["id"] for tag in found})
     return unprocessable(loc, f"no tags have ids {missing}", missing, "not_found")
+
+
+def _changer(caller: Caller) -> dict[str, Any]:
+    # The parameters of _CALLERS_OWNER and _CALLERS_ITEM.
+    return {"subject": caller.subject, "admin": ADMIN in caller.scopes}
 
 
 def _not_found(kind: str, key: int) -> HTTPException:

@@ -158,6 +158,15 @@ USER_FOLLOW_UP = [
     ),
     ("async def create_review(item_id: int,", "async def create_review(item_id: Id,"),
     ("async def list_reviews(item_id: int,", "async def list_reviews(item_id: Id,"),
+    # 0.5.0: who may call each route, beside its budget.
+    (
+        "@query_budget(2)\nasync def create_review(",
+        '@query_budget(2)\n@access("reviews:write")\nasync def create_review(',
+    ),
+    (
+        "@query_budget(1)\nasync def list_reviews(",
+        "@query_budget(1)\n@access(PUBLIC)\nasync def list_reviews(",
+    ),
 ]
 
 # A tuning default changed in place: the list routes' page size ceiling.
@@ -499,6 +508,34 @@ def test_the_new_input_checks_name_what_the_users_code_must_change(
     ):
         assert unbounded in result.stdout, result.stdout
     assert "review: give __table_args__ sqlite_autoincrement=True" in result.stdout
+
+
+def test_the_access_check_names_each_route_that_declares_no_access(
+    edited_update: Update,
+) -> None:
+    check = ["pytest", "-q", "-p", "no:cacheprovider", "tests/kit/test_access.py"]
+    result = run(check, edited_update.project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    for route in ("POST /items/{item_id}/reviews", "GET /items/{item_id}/reviews"):
+        failed = (
+            f"FAILED tests/kit/test_access.py::test_every_route_declares_who_may_call_it[{route}]"
+        )
+        assert failed in result.stdout, result.stdout
+    assert "declares no access, so it takes any valid token" in result.stdout
+
+
+def test_the_updated_service_refuses_an_anonymous_write_to_the_users_route(
+    followed_up_update: Update,
+) -> None:
+    check = ["pytest", "-v", "-p", "no:cacheprovider", "tests/kit/test_access.py", "-k", "reviews"]
+    result = run(check, followed_up_update.project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for test in (
+        "test_the_route_refuses_callers_without_a_valid_token[POST /items/{item_id}/reviews]",
+        "test_the_route_refuses_a_token_without_each_of_its_scopes[POST /items/{item_id}/reviews]",
+        "test_the_route_lets_the_callers_it_allows_past_the_check[GET /items/{item_id}/reviews]",
+    ):
+        assert f"tests/kit/test_access.py::{test} PASSED" in result.stdout, result.stdout
 
 
 def test_the_followed_up_project_passes_ruff_and_mypy(followed_up_update: Update) -> None:

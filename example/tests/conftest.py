@@ -22,9 +22,9 @@ import pytest_alembic
 from fastapi import FastAPI
 from pytest_alembic import MigrationContext
 
-from my_service import Settings, create_app
+from my_service import Settings, api_routes, create_app
 
-from tests.harness.budgets import EXERCISED_ROUTES, api_routes, budget_client
+from tests.harness.budgets import EXERCISED_ROUTES, budget_client
 from tests.harness.databases import (
     ALEMBIC_INI,
     TEST_DATABASE_PREFIX,

@@ -18,6 +18,7 @@ import my_service
 from my_service import Item, expect_queries
 
 from tests.example.api import create_owner, owner_with_items
+from tests.harness.tokens import FULL_ACCESS
 
 
 async def test_export_runs_two_queries_and_formats_the_csv_in_a_thread(
@@ -50,7 +51,9 @@ async def test_an_export_of_many_batches_arrives_whole_and_in_order_one_query_a_
     owner_id = await owner_with_items(client, rows)
     # Not the test client: the route's budget covers its first batch only.
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as raw_client:
         # The owner, then batches of 3, 3, 3 and the last one: 1 row, or none to say so.
         with expect_queries(1 + 4):
             response = await raw_client.get(f"/owners/{owner_id}/items.csv")
@@ -92,7 +95,9 @@ async def test_an_export_holds_no_connection_while_it_formats_or_sends(
         await app(scope, receive, watched_send)
 
     transport = httpx.ASGITransport(app=app_watching_sends)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as raw_client:
         response = await raw_client.get(f"/owners/{owner_id}/items.csv")
     assert response.status_code == 200
     assert while_formatting == [0, 0, 0, 0]
@@ -188,7 +193,7 @@ def http_get(path: str) -> Scope:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"test")],
+        "headers": [(b"host", b"test"), (b"authorization", FULL_ACCESS["authorization"].encode())],
         "client": ("127.0.0.1", 50000),
         "server": ("test", 80),
     }

@@ -12,6 +12,7 @@ from starlette.types import Message
 from my_service import EXPORT_BATCH_ROWS, Offloader, Settings, create_app
 
 from tests.harness.databases import database_at_head
+from tests.harness.tokens import FULL_ACCESS
 
 
 @pytest.fixture
@@ -71,7 +72,10 @@ async def test_an_export_waits_for_a_busy_pool_instead_of_breaking_off(
             "raw_path": b"/owners/1/items.csv",
             "query_string": b"",
             "root_path": "",
-            "headers": [(b"host", b"test")],
+            "headers": [
+                (b"host", b"test"),
+                (b"authorization", FULL_ACCESS["authorization"].encode()),
+            ],
             "client": ("127.0.0.1", 1),
             "server": ("test", 80),
         }

@@ -20,6 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from my_service import ItemTagLink, Settings, create_app, get_session
 
+from tests.harness.tokens import FULL_ACCESS
+
 ROUNDS = 10
 WRITERS = 4
 
@@ -48,7 +50,9 @@ async def racing_app(app: FastAPI, tmp_path: Path) -> AsyncIterator[FastAPI]:
 async def racer(racing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client that sees a failure as the 500 a real client would get."""
     transport = httpx.ASGITransport(app=racing_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as client:
         yield client
 
 

@@ -24,6 +24,7 @@ from my_service import (
 )
 
 from tests.harness.databases import database_at_head
+from tests.harness.tokens import FULL_ACCESS
 from tests.harness.waiting import flushed, scrape
 
 StartedApp = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
@@ -57,7 +58,9 @@ def _starter(url: str) -> StartedApp:
         transport = httpx.ASGITransport(app=app)
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+            httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=FULL_ACCESS
+            ) as client,
         ):
             yield app, client
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from my_service import CoalescingRefresher, Settings, create_app
 
 from tests.harness.databases import database_at_head
+from tests.harness.tokens import FULL_ACCESS
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +61,9 @@ async def test_a_failed_refresh_is_retried_without_another_write(migrated_url: s
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         summaries: CoalescingRefresher = app.state.summaries
         refreshed = asyncio.Event()

@@ -4,18 +4,17 @@ ever more rows, failing if its statement count grows with them.
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, APIRouter
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
-from starlette.routing import BaseRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from my_service import (
@@ -26,17 +25,7 @@ from my_service import (
 )
 
 from tests.harness.databases import assigned_by_database
-
-
-def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
-    """Every API route, including those of included routers."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        # Recent FastAPI versions keep an included router whole instead of copying its routes.
-        elif isinstance(included := getattr(route, "original_router", None), APIRouter):
-            yield from api_routes(included.routes)
-
+from tests.harness.tokens import full_access
 
 # Every route any test called, as (method, path template): the suite fails, once it has run
 # whole, if a route was never called (see conftest.py).
@@ -107,11 +96,15 @@ async def budget_client(
     app: FastAPI, tables: sa.MetaData = SQLModel.metadata
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of ``app`` that fails any request over its route's query budget, and, once
-    the block ends, any GET whose statement count grows with the rows in ``tables``.
+    the block ends, any GET whose statement count grows with the rows in ``tables``. It
+    calls with a token holding every scope the routes ask for (``tests.harness.tokens``).
     """
     enforcer = BudgetEnforcer(app)
     transport = httpx.ASGITransport(app=enforcer)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    headers = full_access(app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers
+    ) as client:
         yield client
     await assert_counts_stay_flat(app, enforcer.requests, tables)
 

@@ -25,6 +25,7 @@ from my_service import DatabaseUnavailable, Settings, create_app
 
 from tests.harness import TcpProxy, scrape, sqlite_file_at_head
 from tests.harness.databases import add_probe_routes
+from tests.harness.tokens import FULL_ACCESS
 
 # Requests sent while the database is down: far more than the probes that can run meanwhile.
 REQUESTS = 20
@@ -71,7 +72,9 @@ async def service(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         yield app, client
 

@@ -26,6 +26,7 @@ from my_service import SessionDep, Settings, create_app, query_budget
 
 from tests.harness.databases import add_probe_routes, sqlite_file_at_head
 from tests.harness.network import TcpProxy
+from tests.harness.tokens import FULL_ACCESS
 
 UNAVAILABLE = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
 
@@ -57,7 +58,9 @@ async def service(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         yield app, client
 

@@ -17,6 +17,7 @@ from sqlmodel import SQLModel
 from my_service import InputSchema, SessionDep, Settings, create_app, query_budget
 
 from tests.harness import empty_database, migration_engine, upgrade_to_head
+from tests.harness.tokens import FULL_ACCESS
 
 
 class ShelfCreate(InputSchema):
@@ -107,7 +108,9 @@ async def client(database: tuple[str, sa.Table, sa.Table]) -> AsyncIterator[http
 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client:
             yield client
 
 

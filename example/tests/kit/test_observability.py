@@ -21,6 +21,7 @@ from my_service import (
     query_budget,
 )
 
+from tests.harness.tokens import FULL_ACCESS
 from tests.harness.waiting import scrape
 
 REQUEST_LOG = "my_service.requests"
@@ -107,7 +108,9 @@ async def test_each_app_counts_for_itself() -> None:
     for app, requests in ((first, 3), (second, 1)):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=FULL_ACCESS
+            ) as client:
                 for _ in range(requests):
                     await client.get("/health")
                 assert (await duration_counts(client))[("GET", "/health", "200")] == requests
@@ -128,7 +131,9 @@ async def test_a_new_stats_field_appears_in_the_metrics_without_more_code() -> N
     app.state.replica = Replica()
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client:
             text = (await client.get("/metrics")).text
     samples = {
         sample.name: sample
@@ -181,7 +186,9 @@ async def test_other_lines_carry_the_id_of_the_request_that_logged_them(
     app = create_app(Settings(database_url="sqlite+aiosqlite://", slow_request_ms=0))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client:
             with caplog.at_level(logging.INFO):
                 await client.get("/health", headers={"x-request-id": "slow-1"})
     (slow,) = [record for record in caplog.records if "slow request" in record.getMessage()]
@@ -231,7 +238,9 @@ async def test_a_failing_route_is_counted_and_logged_as_a_500(
         raise RuntimeError("boom")
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as client:
         with caplog.at_level(logging.INFO, logger=REQUEST_LOG):
             assert (await client.get("/fails")).status_code == 500
         (record,) = [record for record in caplog.records if record.name == REQUEST_LOG]

@@ -9,6 +9,8 @@ from fastapi import HTTPException
 
 from my_service import Settings, SettingsError, create_app, query_budget
 
+from tests.harness.tokens import FULL_ACCESS
+
 
 @query_budget(0)
 async def spend_some_cpu() -> dict[str, int]:
@@ -31,7 +33,9 @@ async def profiling_client(database_url: str) -> AsyncIterator[httpx.AsyncClient
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         yield client
 

@@ -8,6 +8,8 @@ import pytest
 
 from my_service import Settings, create_app, query_budget
 
+from tests.harness.tokens import FULL_ACCESS
+
 
 @pytest.fixture
 async def held() -> asyncio.Event:
@@ -32,7 +34,9 @@ async def profiling_client(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         yield client
 

@@ -12,6 +12,7 @@ from my_service import (
     QueryCountError,
     SessionDep,
     Settings,
+    api_routes,
     budget_of,
     create_app,
     expect_queries,
@@ -19,7 +20,7 @@ from my_service import (
     record_queries,
 )
 
-from tests.harness.budgets import api_routes
+from tests.harness.tokens import FULL_ACCESS
 
 ROUTES = list(api_routes(create_app(Settings()).routes))
 
@@ -52,7 +53,9 @@ async def test_server_timing_says_one_query_in_the_singular(app: FastAPI) -> Non
 
     app.get("/one-query")(one_query)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as raw_client:
         response = await raw_client.get("/one-query")
     assert response.headers["server-timing"].startswith("db;dur=")
     assert response.headers["server-timing"].endswith(';desc="1 query"')
@@ -104,7 +107,9 @@ async def test_a_request_over_its_budget_is_logged_with_its_statements(
 
     app.get("/greedy")(greedy)
     transport = httpx.ASGITransport(app=app)  # not the test client: it would fail the request
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as raw_client:
         response = await raw_client.get("/greedy")
     assert response.headers["server-timing"].endswith('desc="2 queries"')
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
@@ -120,7 +125,9 @@ async def test_a_request_slower_than_the_threshold_is_logged(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         with caplog.at_level(logging.WARNING):
             await client.get("/health")

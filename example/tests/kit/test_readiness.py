@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from my_service import Settings, create_app, expect_queries
 
 from tests.harness.network import TcpProxy
+from tests.harness.tokens import FULL_ACCESS
 
 READY = {"status": "ready"}
 NOT_READY = {"detail": "the database is unavailable; retry after the delay in Retry-After"}
@@ -55,7 +56,9 @@ async def test_an_unreachable_database_is_not_ready_and_the_instance_still_alive
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         ready = await client.get("/ready")
         assert ready.status_code == 503, ready.text
@@ -81,7 +84,9 @@ async def test_a_silent_database_is_not_ready_by_the_deadline_and_probes_share_o
         transport = httpx.ASGITransport(app=silent)
         async with (
             silent.router.lifespan_context(silent),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+            httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=FULL_ACCESS
+            ) as client,
         ):
             assert (await client.get("/ready")).status_code == 200
             proxy.silence()

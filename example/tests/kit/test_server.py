@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.harness.servers import serving
+from tests.harness.tokens import FULL_ACCESS
 from tests.harness.waiting import scrape
 
 # A service with one slow route, so that a flood of requests overloads it for sure.
@@ -51,7 +52,9 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 async def test_a_flooded_server_answers_200_or_503_and_stays_healthy(server: str) -> None:
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=server, limits=limits, timeout=10, headers=FULL_ACCESS
+    ) as client:
 
         async def check_health() -> list[int]:
             statuses = []
@@ -104,7 +107,7 @@ async def guard_counters(client: httpx.AsyncClient) -> dict[str, float]:
 
 
 async def test_slow_uploads_hold_no_place_and_are_cut_off_at_the_deadline(server: str) -> None:
-    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=server, timeout=10, headers=FULL_ACCESS) as client:
         # As many trickling uploads as the guard admits: 2 in flight and 2 waiting.
         uploads = [await start_slow_upload(server) for _ in range(4)]
         for _ in range(200):  # until the server has started reading all four bodies

@@ -14,18 +14,20 @@ from fastapi.responses import StreamingResponse
 from my_service import query_budget
 
 from tests.harness import serving
+from tests.harness.tokens import FULL_ACCESS
 
 # What the failing routes raise: it must reach the log, never the client.
 SECRET = "the password is hunter2"
 
 FAILING_APP = f"""
-from my_service import create_app, query_budget
+from my_service import PUBLIC, access, create_app, query_budget
 
 app = create_app()
 
 
 @app.get("/fails")
 @query_budget(0)
+@access(PUBLIC)
 async def fails() -> None:
     raise RuntimeError({SECRET!r})
 """
@@ -71,7 +73,9 @@ async def test_an_unhandled_exception_is_a_json_500_with_the_request_id(
 ) -> None:
     # No raise_app_exceptions=False: the exception must not leave the app at all.
     transport = httpx.ASGITransport(app=failing)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as client:
         with caplog.at_level(logging.INFO):
             response = await client.get("/fails", headers={"x-request-id": "req-42"})
     assert_the_error_contracts_500(response)
@@ -90,7 +94,9 @@ async def test_an_exception_after_the_response_started_is_logged_with_the_reques
 ) -> None:
     # It goes on to the server, which closes the connection: the client gets what was sent.
     transport = httpx.ASGITransport(app=failing, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=FULL_ACCESS
+    ) as client:
         with caplog.at_level(logging.INFO):
             response = await client.get("/fails-midway", headers={"x-request-id": "req-43"})
     assert response.status_code == 200

@@ -27,25 +27,28 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from my_service import create_app, query_budget
+from my_service import PUBLIC, access, create_app, query_budget
 
 app = create_app()
 
 
 @app.get("/ping")
 @query_budget(0)
+@access(PUBLIC)
 async def ping() -> dict[str, str]:
     return {"status": "pong"}
 
 
 @app.get("/report")
 @query_budget(0)
+@access(PUBLIC)
 async def report() -> dict[str, str]:
     return {"text": "x" * 32768}
 
 
 @app.get("/download")
 @query_budget(0)
+@access(PUBLIC)
 async def download() -> StreamingResponse:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(400):
@@ -56,6 +59,7 @@ async def download() -> StreamingResponse:
 
 @app.post("/upload")
 @query_budget(0)
+@access(PUBLIC)
 async def upload(request: Request) -> dict[str, int]:
     return {"bytes": len(await request.body())}
 """

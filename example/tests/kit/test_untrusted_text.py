@@ -9,6 +9,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from my_service import Id, Int4, Settings, create_app, query_budget
 
+from tests.harness.tokens import FULL_ACCESS
+
 
 @pytest.mark.parametrize("text", ["\r\n1", " 1", "1 ", "1\n", "+1", "1_000", "0x1", "", "-"])
 def test_an_id_in_text_is_digits_only(text: str) -> None:
@@ -42,7 +44,9 @@ async def test_the_slow_request_line_escapes_the_path(
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=FULL_ACCESS
+        ) as client,
     ):
         with caplog.at_level(logging.WARNING, logger="my_service"):
             await client.get("/nothing%0D%0A2030-01-01 00:00:00 WARNING forged: line")

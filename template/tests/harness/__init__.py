@@ -7,7 +7,8 @@
   fails a route whose statement count grows with the rows;
 - ``servers``: the service under a real uvicorn;
 - ``network``: a network to PostgreSQL that fails on demand;
-- ``waiting``: waiting on the service without sleeping, and reading its metrics.
+- ``waiting``: waiting on the service without sleeping, and reading its metrics;
+- ``tokens``: tokens for the test's callers, signed with a secret of the run's own.
 
 Import from the module (``from tests.harness.budgets import budget_client``) or from here
 (``from tests.harness import ...``); ``conftest.py`` holds the fixtures.
@@ -20,7 +21,6 @@ from tests.harness.budgets import (
     BudgetEnforcer,
     Request,
     RowGrowth,
-    api_routes,
     assert_counts_stay_flat,
     budget_client,
 )
@@ -49,6 +49,13 @@ from tests.harness.servers import (
     free_port,
     serving,
 )
+from tests.harness.tokens import (
+    TEST_SUBJECT,
+    bearer,
+    declared_scopes,
+    full_access,
+    token,
+)
 from tests.harness.waiting import (
     eventually,
     flushed,
@@ -60,23 +67,26 @@ __all__ = [
     "COPIES_PER_ROUND",
     "EXERCISED_ROUTES",
     "ROUNDS",
+    "TEST_SUBJECT",
     "BudgetEnforcer",
     "Request",
     "RowGrowth",
     "TcpProxy",
     "alembic_config",
-    "api_routes",
     "assert_counts_stay_flat",
     "assigned_by_database",
+    "bearer",
     "budget_client",
     "database_at_head",
     "database_server",
+    "declared_scopes",
     "empty_database",
     "empty_every_table",
     "eventually",
     "fill_every_table",
     "flushed",
     "free_port",
+    "full_access",
     "indexed_columns",
     "is_partial",
     "migration_engine",
@@ -84,6 +94,7 @@ __all__ = [
     "serving",
     "sqlite_file_at_head",
     "throwaway_database",
+    "token",
     "unindexed_columns",
     "unindexed_foreign_keys",
     "upgrade_to_head",
