@@ -2,8 +2,8 @@
 route to its query budget and its statement count flat as rows grow.
 
 The tests never touch the service's database (``DATABASE_URL``) or its settings. They run on
-in-memory SQLite unless ``TEST_DATABASE_URL`` names a PostgreSQL server whose user may create
-databases, for instance
+SQLite (a file of each test's own) unless ``TEST_DATABASE_URL`` names a PostgreSQL server
+whose user may create databases, for instance
 ``TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres pytest``: the session
 then creates a database of its own there, with a new name, builds its schema by running the
 migrations, empties it before each test, and drops it at the end.
@@ -48,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header() -> str:
     server = database_server()
     if server is None:
-        return "database: in-memory SQLite (TEST_DATABASE_URL names a PostgreSQL server to use)"
+        return "database: SQLite, a file per test (TEST_DATABASE_URL names a PostgreSQL server)"
     where = server.render_as_string(hide_password=True)
     return f"database: throwaway databases on {where}, named {TEST_DATABASE_PREFIX}_..."
 
