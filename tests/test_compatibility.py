@@ -56,8 +56,26 @@ from test_update import git, release_commit
 BASELINE = "0.4.0"
 # Added on purpose since BASELINE, each with why: variable -> reason, series -> its
 # "type {label,names}" as the failure message prints it.
-ADDED_VARIABLES: dict[str, str] = {}
+ADDED_VARIABLES: dict[str, str] = {
+    # 0.5.0: who may call each route; production refuses to start without keys.
+    "ENVIRONMENT": "development (the default) or production",
+    "AUTH_JWKS_URL": "the identity provider's key set",
+    "AUTH_SECRET": "a shared HS256 secret, for development and tests",
+    "AUTH_ISSUER": "the iss tokens must carry",
+    "AUTH_AUDIENCE": "the aud tokens must hold",
+    "AUTH_LEEWAY": "clock difference allowed on exp and nbf",
+    "AUTH_JWKS_TIMEOUT": "how long a key set fetch may take",
+    "AUTH_JWKS_REFRESH_INTERVAL": "the least time between two fetches for unknown key ids",
+    "AUTH_MAX_TOKEN_BYTES": "the longest Authorization header read",
+    "AUTH_VERIFIED_TOKENS": "how many verified tokens are kept until they expire",
+}
 ADDED_SERIES: dict[str, str] = {
+    # 0.5.0: what the token checks did.
+    "access_tokens_verified_total": "counter {}",
+    "access_tokens_refused_total": "counter {}",
+    "access_key_fetches_total": "counter {}",
+    "access_key_fetch_failures_total": "counter {}",
+    "access_keys": "gauge {}",
     # 0.5.0: whether the database is known to be down, and what the breaker did meanwhile.
     "database_available": "gauge {}",
     "database_outages_total": "counter {}",

@@ -5,6 +5,7 @@ the other tests cover; this one renders the defaults, puts this environment wher
 expects `.venv`, and runs the rest of the printed command: the migrations, then the server.
 """
 
+import json
 import os
 import re
 import signal
@@ -71,10 +72,29 @@ def served(template: Path, tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def test_the_readme_serve_command_migrates_the_database_and_serves_it(served: str) -> None:
+def call_command(base_url: str) -> str:
+    """The README's command that calls a write route, against ``base_url``."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- call-command -->\n```sh\n(.*?)\n```", readme, re.S)
+    assert found, "README.md has no ```sh block right after <!-- call-command -->"
+    return found.group(1).replace("http://127.0.0.1:8000", base_url)
+
+
+def test_the_readme_serve_command_migrates_the_database_and_serves_it(
+    served: str, tmp_path: Path
+) -> None:
+    project = tmp_path / "my-service"
     with httpx.Client(base_url=served, timeout=10) as client:
-        created = client.post("/owners", json={"name": "Ada"})
-        assert created.status_code == 201, created.text
-        listed = client.get("/owners")
+        # Without a token, a write is refused, and nothing is written.
+        assert client.post("/owners", json={"name": "Eve"}).status_code == 401
+        created = subprocess.run(
+            ["bash", "-c", call_command(served)], cwd=project, capture_output=True, text=True
+        )
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout) == {"id": 1, "name": "Ada"}, created.stdout
+        token = subprocess.run(
+            [sys.executable, "dev_token.py"], cwd=project, capture_output=True, text=True
+        ).stdout.strip()
+        listed = client.get("/owners", headers={"authorization": f"Bearer {token}"})
         assert listed.status_code == 200, listed.text
         assert listed.json()["items"] == [{"id": 1, "name": "Ada"}]
