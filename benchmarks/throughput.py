@@ -79,7 +79,7 @@ def queries_per_request(server: Server, route: str) -> float:
         request = urllib.request.Request(
             f"http://{HOST}:{server.port}{path}",
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **server.headers()},
             method="PATCH" if route == "update" else None,
         )
         with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as response:

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import tokens
 from dataset import BATCH_ROWS, ITEMS, MAX_TAGS_PER_ITEM, OWNERS, PAGE, SEED, TAGS, hot_ids
 from loadclient import CLIENT_TIMEOUT
 from servers import CLIENT_CORE, HOST, Server
@@ -35,10 +36,15 @@ class Point:
 def wrk(
     server: Server, route: str, connections: int, seconds: float, client_cores: str = CLIENT_CORE
 ) -> Point:
-    """One bounded wrk run of ``route``'s script against ``server``, with its peak memory."""
+    """One bounded wrk run of ``route``'s script against ``server``, with its peak memory.
+
+    The server's clients' headers (the token) go on ``-H``; a run whose answers were mostly
+    not 2xx stops the benchmark.
+    """
+    headers = [f"--header={name}: {value}" for name, value in server.headers().items()]
     command = [
         "taskset", "-c", client_cores, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s",
-        "--timeout", f"{CLIENT_TIMEOUT:.0f}s", "-s", str(SCRIPTS / f"{route}.lua"),
+        "--timeout", f"{CLIENT_TIMEOUT:.0f}s", *headers, "-s", str(SCRIPTS / f"{route}.lua"),
         f"http://{HOST}:{server.port}", "--", *script_parameters(),
     ]  # fmt: skip
     environment = {**os.environ, "LUA_PATH": f"{SCRIPTS}/?.lua;;"}
@@ -48,7 +54,9 @@ def wrk(
             env=environment,
         ).stdout  # fmt: skip
     server.settle()
-    return _point(output, peak[0])
+    point, requests = _point(output, peak[0])
+    tokens.check_not_refused(point.non2xx, requests, f"wrk {route} on {server.name}")
+    return point
 
 
 def script_parameters() -> list[str]:
@@ -66,10 +74,10 @@ def script_parameters() -> list[str]:
     return [f"{name}={value}" for name, value in values.items()]
 
 
-def _point(output: str, rss_mib: float) -> Point:
+def _point(output: str, rss_mib: float) -> tuple[Point, int]:
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
-    return Point(
+    point = Point(
         rps=result["requests"] / (result["microseconds"] / 1e6),
         p50_ms=result["p50"] / 1000,
         p99_ms=result["p99"] / 1000,
@@ -77,3 +85,4 @@ def _point(output: str, rss_mib: float) -> Point:
         socket_errors=result["socket_errors"] + result["timeouts"],
         rss_mib=rss_mib,
     )
+    return point, result["requests"]
