@@ -52,6 +52,7 @@ def document(results: Results) -> str:
         overload_table(results.overload, results.service, results.guarded),
         writers_table(results.writers, results.writers_seconds),
         several_processes_tables(results.several, results.matrix),
+        access_table(results.matrix, results.connection_counts),
         targets_table(
             [
                 *route_targets(results.matrix, results.connection_counts, has_cache),
@@ -78,6 +79,7 @@ def access_document(
     sections = [
         [_data_line(tag_links, args.repeats, args.seconds)],
         matrix_table(matrix, routes, args.connections),
+        access_table(matrix, args.connections),
         targets_table(access_targets(matrix, args.connections)),
         [f"Benchmark took {minutes:.1f} minutes."],
     ]
@@ -400,6 +402,30 @@ def route_targets(matrix: Matrix, connection_counts: list[int], has_cache: bool)
             (f"batch rows/s >= 10x single creates' {c}", f"{rows:.1f}x", rows >= 10),
         ]
     return targets
+
+
+def access_table(matrix: Matrix, connection_counts: list[int]) -> list[str]:
+    """The service with a token against its open reads without one: req/s and server CPU."""
+    lines = [
+        f"Checking tokens: `ours` driven with a token, `{OPEN_READS}` (the list and get-one "
+        "routes public) without one. The server's CPU time per request depends less than "
+        "req/s on how much of its core the shared machine leaves the server.",
+        "",
+        "| route | conns | req/s with a token | req/s open | with / open "
+        "| CPU ms/req with a token | CPU ms/req open | with / open |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for route in ("list", "get"):
+        for connections in connection_counts:
+            cells = []
+            for metric, shown in (("rps", "{:,.0f}"), ("cpu_ms", "{:.2f}")):
+                cells += [
+                    shown.format(matrix.median(route, connections, server, metric))
+                    for server in ("ours", OPEN_READS)
+                ]
+                cells.append(f"{matrix.ratio(route, connections, 'ours', OPEN_READS, metric):.2f}x")
+            lines.append(row(ROUTE_LABELS[route], connections, *cells))
+    return lines
 
 
 def access_targets(matrix: Matrix, connection_counts: list[int]) -> list[Target]:

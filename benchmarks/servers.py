@@ -99,20 +99,24 @@ class Server:
         wrk stops sending at its deadline, but a server behind on its work keeps serving the
         backlog; servers share one core, so the next point must not start before that ends.
         """
-        pid = self.process.pid if self.process else 0
         deadline = time.perf_counter() + limit
         previous = -1
         while time.perf_counter() < deadline:
             try:
-                # With --workers, the work is done by the children of uvicorn's supervisor.
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                busy = sum(cpu_ticks(process) for process in [pid, *map(int, children)])
+                busy = self.cpu_ticks()
             except OSError:
                 return
             if busy - previous <= 1:
                 return
             previous = busy
             time.sleep(0.2)
+
+    def cpu_ticks(self) -> int:
+        """The CPU time the server has used, its workers' included, in clock ticks."""
+        pid = self.process.pid if self.process else 0
+        # With --workers, the work is done by the children of uvicorn's supervisor.
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sum(cpu_ticks(process) for process in [pid, *map(int, children)])
 
     @contextmanager
     def peak_rss(self) -> Iterator[list[float]]:

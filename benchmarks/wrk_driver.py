@@ -31,6 +31,7 @@ class Point:
     non2xx: int
     socket_errors: int
     rss_mib: float
+    cpu_ms: float  # the server's CPU time per request answered, its backlog's included
 
 
 def wrk(
@@ -48,13 +49,15 @@ def wrk(
         f"http://{HOST}:{server.port}", "--", *script_parameters(),
     ]  # fmt: skip
     environment = {**os.environ, "LUA_PATH": f"{SCRIPTS}/?.lua;;"}
+    ticks = server.cpu_ticks()
     with server.peak_rss() as peak:
         output = subprocess.run(
             command, capture_output=True, text=True, check=True, timeout=seconds + 30,
             env=environment,
         ).stdout  # fmt: skip
     server.settle()
-    point, requests = _point(output, peak[0])
+    cpu_seconds = (server.cpu_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
+    point, requests = _point(output, peak[0], cpu_seconds)
     tokens.check_not_refused(point.non2xx, requests, f"wrk {route} on {server.name}")
     return point
 
@@ -74,7 +77,7 @@ def script_parameters() -> list[str]:
     return [f"{name}={value}" for name, value in values.items()]
 
 
-def _point(output: str, rss_mib: float) -> tuple[Point, int]:
+def _point(output: str, rss_mib: float, cpu_seconds: float) -> tuple[Point, int]:
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     point = Point(
@@ -84,5 +87,6 @@ def _point(output: str, rss_mib: float) -> tuple[Point, int]:
         non2xx=result["non2xx"],
         socket_errors=result["socket_errors"] + result["timeouts"],
         rss_mib=rss_mib,
+        cpu_ms=cpu_seconds * 1000 / max(result["requests"], 1),
     )
     return point, result["requests"]
