@@ -408,8 +408,8 @@ def access_table(matrix: Matrix, connection_counts: list[int]) -> list[str]:
     """The service with a token against its open reads without one: req/s and server CPU."""
     lines = [
         f"Checking tokens: `ours` driven with a token, `{OPEN_READS}` (the list and get-one "
-        "routes public) without one. The server's CPU time per request depends less than "
-        "req/s on how much of its core the shared machine leaves the server.",
+        "routes public) without one. CPU ms/req is the server's CPU time per request, the "
+        "backlog a point leaves included.",
         "",
         "| route | conns | req/s with a token | req/s open | with / open "
         "| CPU ms/req with a token | CPU ms/req open | with / open |",
