@@ -6,11 +6,12 @@ Run through ``benchmarks/run``, which installs what this needs. Steps:
 2. create a fresh database, seed it deterministically (1,000 owners, 200 tags, 100,000 items
    with 0-5 tags each) by COPY, then VACUUM ANALYZE;
 3. start, under uvicorn (uvloop, httptools, one worker, no access log, pinned to core 0):
-   the rendered service, a copy whose list route loads tags row by row (N+1), and the raw
-   ceiling in ``ceiling.py``;
+   the rendered service, a copy whose list route loads tags row by row (N+1), a copy whose
+   list and get-one routes are public (open reads), and the raw ceiling in ``ceiling.py``;
 4. drive them with wrk pinned to core 1, servers taking turns point by point, each point
    repeated, at 32 and 64 connections: the list, get-one (random ids), get-one (hot set),
-   create, update (PATCH with tags) and batch create routes;
+   create, update (PATCH with tags) and batch create routes; the service with a token, the
+   open reads without one, so that the two side by side show what checking tokens costs;
 5. overload at ten times capacity, with the service's overload guard (when it has one) and
    with uvicorn's ``--limit-concurrency`` instead, measured with ``loadclient.py``;
 6. 128 parallel writers (create, then get), then check the table holds exactly the rows
@@ -19,6 +20,9 @@ Run through ``benchmarks/run``, which installs what this needs. Steps:
    two, the invalidation latency between two instances, and write throughput with the
    cache's NOTIFY on and off;
 8. print the tables and the targets, met or not.
+
+``--only access`` runs the list and get-one routes on the service and the open reads alone,
+and reports those.
 
 Where each step lives: ``testbed.py`` (1-2, with ``dataset.py``), ``servers.py`` (3),
 ``throughput.py`` with ``wrk_driver.py`` and the Lua scripts in ``wrk/`` (4),
@@ -33,9 +37,18 @@ from pathlib import Path
 import processes
 from overload_tenfold import Overload, measure_overload
 from parallel_writers import WRITERS, WriterCheck, parallel_writers
-from report import Results, document
+from report import Results, access_document, document
 from servers import BENCHMARKS, CLIENT_CORE, Server, serving
-from testbed import DEFAULT_POSTGRES, MODULE, Service, Testbed, make_nplus1, testbed
+from testbed import (
+    DEFAULT_POSTGRES,
+    MODULE,
+    OPEN_READS,
+    Service,
+    Testbed,
+    make_nplus1,
+    make_open_reads,
+    testbed,
+)
 from throughput import Matrix, run_matrix
 
 TARGET = f"{MODULE}:app"
@@ -52,6 +65,10 @@ def main() -> None:
         base, throughput = environments(bed, args.connections)
         service = Service.read(bed.project, base, POOL_SIZE)
         routes, matrix = measure_routes(bed, base, throughput if service.has_guard else base, args)
+        if args.only == "access":
+            text = access_document(matrix, routes, args, bed.tag_links, bed.minutes())
+            report(text, args.output)
+            return
         overload, writers = measure_overload_and_writers(bed, base, service, args)
         several = measure_several_processes(bed, base, throughput, args)
         results = Results(
@@ -70,10 +87,14 @@ def main() -> None:
             several=several,
             minutes=bed.minutes(),
         )
-    text = document(results)
+    report(document(results), args.output)
+
+
+def report(text: str, output: Path | None) -> None:
+    """Print the report, and write it to ``output`` when there is one."""
     print("\n" + text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    if output:
+        output.write_text(text + "\n")
 
 
 def environments(
@@ -98,20 +119,29 @@ def environments(
 def measure_routes(
     bed: Testbed, base: dict[str, str], environment: dict[str, str], args: argparse.Namespace
 ) -> tuple[dict[str, list[str]], Matrix]:
-    """Step 4: every route on the service, the ceiling and the N+1 it serves."""
-    nplus1 = make_nplus1(bed.project, bed.work)
+    """Step 4: every route on the service, the ceiling, the N+1 and the open reads it serves
+    (with ``--only access``, the list and get-one routes on the service and the open reads).
+    """
     ours = Server("ours", 8101, bed.project, TARGET, environment)
-    naive = Server("n+1", 8102, nplus1, TARGET, environment)
-    ceiling = Server("ceiling", 8103, BENCHMARKS, "ceiling:app", base)
-    routes = {
-        "list": [ours, ceiling, naive],
-        "get": [ours, ceiling],
-        "get-hot": [ours],
-        "create": [ours, ceiling],
-        "update": [ours, ceiling],
-        "batch": [ours],
-    }
-    with serving(bed.work, ours, naive, ceiling):
+    opened = make_open_reads(bed.project, bed.work)
+    open_reads = Server(OPEN_READS, 8106, opened, TARGET, environment, anonymous=True)
+    if args.only == "access":
+        servers = [ours, open_reads]
+        routes = {"list": servers, "get": servers}
+    else:
+        nplus1 = make_nplus1(bed.project, bed.work)
+        naive = Server("n+1", 8102, nplus1, TARGET, environment)
+        ceiling = Server("ceiling", 8103, BENCHMARKS, "ceiling:app", base)
+        servers = [ours, naive, ceiling, open_reads]
+        routes = {
+            "list": [ours, ceiling, naive, open_reads],
+            "get": [ours, ceiling, open_reads],
+            "get-hot": [ours],
+            "create": [ours, ceiling],
+            "update": [ours, ceiling],
+            "batch": [ours],
+        }
+    with serving(bed.work, *servers):
         print("throughput and latency (wrk)", flush=True)
         matrix = run_matrix(routes, args.connections, args.repeats, args.seconds)
     names = {route: [server.name for server in servers] for route, servers in routes.items()}
@@ -159,6 +189,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--writers-seconds", type=float, default=8)
     parser.add_argument(
         "--invalidations", type=int, default=200, help="samples of the two-instance latency"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["access"],
+        help="access: only the list and get-one routes, with a token and open, side by side",
     )
     parser.add_argument("--output", type=Path, help="also write the tables (Markdown) here")
     parser.add_argument(

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import tokens
 from postgres import connected, execute, sqlalchemy_url
 from servers import free_port, stop_process
 from testbed import create_tables
@@ -44,7 +45,12 @@ async def seed(database: str) -> None:
 
 
 def start(project: Path, database_url: str, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(project)}
+    env = {
+        **os.environ,
+        **tokens.ENVIRONMENT,
+        "DATABASE_URL": database_url,
+        "PYTHONPATH": str(project),
+    }
     command = [sys.executable, "-m", "uvicorn", "my_service:app", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--no-access-log"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
@@ -87,7 +93,7 @@ async def measure(base: str, database: str) -> tuple[list[float], float, int, in
         size = 0
         started = time.perf_counter()
         async with (
-            httpx.AsyncClient(base_url=base, timeout=300) as client,
+            httpx.AsyncClient(base_url=base, timeout=300, headers=tokens.HEADERS) as client,
             client.stream("GET", "/owners/1/items.csv") as response,
         ):
             assert response.status_code == 200, response.status_code

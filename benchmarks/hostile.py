@@ -35,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import tokens
 from postgres import connected, execute, sqlalchemy_url
 from servers import free_port, stop_process
 
@@ -99,6 +100,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
+            **tokens.ENVIRONMENT,
             "DATABASE_URL": f"{sqlalchemy_url(POSTGRES)}/{database}",
             "PYTHONPATH": str(project),
             "SEND_TIMEOUT": str(SEND_TIMEOUT),
@@ -116,7 +118,7 @@ class Server:
         )
 
     async def ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base, timeout=2) as client:
+        async with authorized_client(self.base, 2) as client:
             for _ in range(300):
                 try:
                     if (await client.get("/health")).status_code == 200:
@@ -147,6 +149,18 @@ async def stalled(server: Server, request: bytes, count: int) -> list[socket.soc
     return sockets
 
 
+def authorized_client(base: str, timeout: float) -> httpx.AsyncClient:
+    """A client of the service at ``base`` that sends the run's token."""
+    return httpx.AsyncClient(base_url=base, timeout=timeout, headers=tokens.HEADERS)
+
+
+def authorized_get(path: str) -> bytes:
+    """A raw GET of ``path`` with the run's token, for the stalled connections."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {tokens.AUTHORIZATION}\r\n\r\n".encode()
+    )
+
+
 async def guard_gauges(client: httpx.AsyncClient) -> str:
     text = (await client.get("/metrics")).text
     wanted = ("guard_in_flight ", "guard_waiting ")
@@ -155,7 +169,7 @@ async def guard_gauges(client: httpx.AsyncClient) -> str:
 
 async def probe_owners(server: Server) -> tuple[Counter[int | str], str]:
     statuses: Counter[int | str] = Counter()
-    async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
+    async with authorized_client(server.base, 5) as client:
         for _ in range(PROBES):
             try:
                 statuses[(await client.get("/owners")).status_code] += 1
@@ -171,7 +185,7 @@ async def probe_owners(server: Server) -> tuple[Counter[int | str], str]:
 async def guard_free(server: Server, give_up: float) -> float | None:
     """Seconds until /metrics shows nothing in flight or waiting; None if not by ``give_up``."""
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
+    async with authorized_client(server.base, 5) as client:
         while time.perf_counter() - started < give_up:
             gauges = await guard_gauges(client)
             if gauges == "guard_in_flight 0.0, guard_waiting 0.0":
@@ -196,12 +210,12 @@ async def attack_stalled(server: Server, request: bytes, count: int) -> str:
 
 
 async def attack_pipeline(server: Server) -> str:
-    request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = authorized_get("/openapi.json")
     return await attack_stalled(server, request, 300)
 
 
 async def attack_export(server: Server) -> str:
-    request = b"GET /owners/1/items.csv HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = authorized_get("/owners/1/items.csv")
     return await attack_stalled(server, request, 1)
 
 
@@ -209,7 +223,7 @@ async def probing(server: Server, done: asyncio.Event) -> tuple[float, int]:
     """The slowest /health while ``done`` is not set, and how many failed."""
     worst = 0.0
     failed = 0
-    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+    async with authorized_client(server.base, 60) as client:
         while not done.is_set():
             started = time.perf_counter()
             try:
@@ -284,7 +298,8 @@ async def attack_slow_header(server: Server, give_up: float = 75.0) -> str:
 
 
 def attack_throughput(server: Server) -> str:
-    command = ["wrk", "-t1", "-c32", "-d5s", f"{server.base}/items?limit=50"]
+    command = ["wrk", "-t1", "-c32", "-d5s", f"--header=Authorization: {tokens.AUTHORIZATION}"]
+    command.append(f"{server.base}/items?limit=50")
     if shutil.which("taskset"):
         command = ["taskset", "-c", "1", *command]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -296,7 +311,7 @@ def attack_throughput(server: Server) -> str:
 async def attack_profile(server: Server) -> str:
     done = asyncio.Event()
     prober = asyncio.create_task(probing(server, done))
-    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+    async with authorized_client(server.base, 60) as client:
         started = time.perf_counter()
         answers = await asyncio.gather(
             *(client.get("/items", params={"limit": 50, "profile": "1"}) for _ in range(8)),

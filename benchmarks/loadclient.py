@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
+import tokens
 
 CLIENT_TIMEOUT = 5.0  # how long the benchmarks' clients, wrk's included, wait for an answer
 TIMEOUT = -1  # the status recorded for a request that got no answer in time
@@ -34,7 +35,9 @@ class Response:
 
 
 class Connection:
-    """One keep-alive connection to ``host:port``, reopened after a failure or a close."""
+    """One keep-alive connection to ``host:port``, reopened after a failure or a close;
+    its requests carry the run's token (``tokens.py``).
+    """
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
@@ -64,7 +67,10 @@ class Connection:
             self._streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._streams
         payload = b"" if body is None else orjson.dumps(body)
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Authorization: {tokens.AUTHORIZATION}\r\n"
+        )
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
         writer.write(head.encode() + b"\r\n" + payload)
@@ -103,7 +109,14 @@ async def closed_loop(
             connection.close()
 
     await asyncio.gather(*(client(number) for number in range(clients)))
+    check_access(results, f"{clients} clients on port {port}")
     return results
+
+
+def check_access(responses: list[Response], what: str) -> None:
+    """Stop the run when most of ``responses`` are 401s or 403s: the load measured nothing."""
+    refused = sum(response.status in (401, 403) for response in responses)
+    tokens.check_not_refused(refused, len(responses), what)
 
 
 async def run_workers(

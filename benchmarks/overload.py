@@ -29,7 +29,7 @@ from pathlib import Path
 
 import uvloop
 from dataset import PAGE, SEED, list_path
-from loadclient import CLIENT_TIMEOUT, Connection, LoadResult, Response, percentile
+from loadclient import CLIENT_TIMEOUT, Connection, LoadResult, Response, check_access, percentile
 from servers import CLIENT_CORE, HOST, Server, serving
 from testbed import DEFAULT_POSTGRES, MODULE, Testbed, settings_of, testbed
 
@@ -160,6 +160,7 @@ def measure(server: Server, scenario: Callable[[], object], probe: bool = True) 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         responses, health, elapsed = runner.run(both())
     used = resource.getrusage(resource.RUSAGE_SELF)
+    check_access(responses, f"overload on {server.name}")
     guard = guard_counters(server)
     server.settle()
     client_cpu = (used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime) / elapsed

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import tokens
 import uvloop
 from dataset import SEED, new_item
 from loadclient import BROKEN, CLIENT_TIMEOUT, TIMEOUT, Connection, Response, run_workers
@@ -44,6 +45,8 @@ def parallel_writers(server: Server, dsn: str, clients: int, seconds: float) -> 
         runner.run(run_workers(clients, seconds, writers.write))
         rows = runner.run(_rows_named(dsn, writers.prefix))
     writers.compare(rows)
+    refused = writers.refused
+    tokens.check_not_refused(refused, refused + writers.check.acknowledged, "parallel writers")
     return writers.check
 
 
@@ -59,6 +62,7 @@ class _Writers:
         self.check = WriterCheck()
         self.acknowledged: dict[str, list[int]] = {}
         self.unknown: set[str] = set()
+        self.refused = 0  # creates answered 401 or 403
 
     async def write(self, number: int, deadline: float) -> None:
         """One writer: create then read back, until ``deadline``."""
@@ -95,6 +99,8 @@ class _Writers:
             self.check.read_back += 1
 
     def _tally(self, response: Response, what: str) -> None:
+        if what == "POST /items" and response.status in (401, 403):
+            self.refused += 1
         if response.status == 503:
             self.check.shed += 1
         elif response.status == TIMEOUT:

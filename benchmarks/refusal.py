@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import tokens
 import uvloop
 from loadclient import Connection
 from servers import CLIENT_CORE, HOST, cpu_ticks, stop_process
@@ -46,7 +47,12 @@ def start(
         "--host", HOST, "--loop", "uvloop", "--no-access-log", "--log-level", "error",
         "--timeout-graceful-shutdown", "1", *extra,
     ]  # fmt: skip
-    env = {**os.environ, **environment, "PYTHONPATH": f"{project}{os.pathsep}{BENCHMARKS}"}
+    env = {
+        **os.environ,
+        **tokens.ENVIRONMENT,
+        **environment,
+        "PYTHONPATH": f"{project}{os.pathsep}{BENCHMARKS}",
+    }
     process = subprocess.Popen(command, cwd=project, env=env, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:

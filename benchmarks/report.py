@@ -4,6 +4,7 @@ RESULTS.md quotes these tables run after run, so their columns and their wording
 a change here is a change to what readers compare across releases.
 """
 
+import argparse
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from loadclient import CLIENT_TIMEOUT, percentile
 from overload_tenfold import LoadRun, Overload
 from parallel_writers import WRITERS, WriterCheck
 from processes import SeveralProcesses
-from testbed import Service
+from testbed import OPEN_READS, Service
 from throughput import Matrix
 
 # A target: what it asks, what was measured, and whether that meets it.
@@ -44,20 +45,18 @@ def document(results: Results) -> str:
     """The whole report, in Markdown."""
     has_cache = results.service.has_cache
     sections = [
-        [
-            f"Data: {OWNERS} owners, {TAGS} tags, {ITEMS} items, {results.tag_links} tag links "
-            f"(seed {SEED}). {results.repeats} repetitions of {results.seconds:g} s per point; "
-            "medians; ratios are medians of per-repetition ratios."
-        ],
+        [_data_line(results.tag_links, results.repeats, results.seconds)],
         matrix_table(results.matrix, results.routes, results.connection_counts),
         rows_table(results.matrix, results.connection_counts),
         [_hot_set_note(has_cache)],
         overload_table(results.overload, results.service, results.guarded),
         writers_table(results.writers, results.writers_seconds),
         several_processes_tables(results.several, results.matrix),
+        access_table(results.matrix, results.connection_counts),
         targets_table(
             [
                 *route_targets(results.matrix, results.connection_counts, has_cache),
+                *access_targets(results.matrix, results.connection_counts),
                 *overload_targets(
                     results.overload, results.service, results.guarded, results.limited
                 ),
@@ -67,6 +66,32 @@ def document(results: Results) -> str:
         [f"Benchmark took {results.minutes:.1f} minutes."],
     ]
     return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def access_document(
+    matrix: Matrix,
+    routes: dict[str, list[str]],
+    args: argparse.Namespace,
+    tag_links: int,
+    minutes: float,
+) -> str:
+    """The report of ``--only access``: the list and get-one routes, with a token and open."""
+    sections = [
+        [_data_line(tag_links, args.repeats, args.seconds)],
+        matrix_table(matrix, routes, args.connections),
+        access_table(matrix, args.connections),
+        targets_table(access_targets(matrix, args.connections)),
+        [f"Benchmark took {minutes:.1f} minutes."],
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def _data_line(tag_links: int, repeats: int, seconds: float) -> str:
+    return (
+        f"Data: {OWNERS} owners, {TAGS} tags, {ITEMS} items, {tag_links} tag links "
+        f"(seed {SEED}). {repeats} repetitions of {seconds:g} s per point; "
+        "medians; ratios are medians of per-repetition ratios."
+    )
 
 
 def _hot_set_note(has_cache: bool) -> str:
@@ -376,6 +401,46 @@ def route_targets(matrix: Matrix, connection_counts: list[int], has_cache: bool)
             ),
             (f"batch rows/s >= 10x single creates' {c}", f"{rows:.1f}x", rows >= 10),
         ]
+    return targets
+
+
+def access_table(matrix: Matrix, connection_counts: list[int]) -> list[str]:
+    """The service with a token against its open reads without one: req/s and server CPU."""
+    lines = [
+        f"Checking tokens: `ours` driven with a token, `{OPEN_READS}` (the list and get-one "
+        "routes public) without one. CPU ms/req is the server's CPU time per request, the "
+        "backlog a point leaves included.",
+        "",
+        "| route | conns | req/s with a token | req/s open | with / open "
+        "| CPU ms/req with a token | CPU ms/req open | with / open |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for route in ("list", "get"):
+        for connections in connection_counts:
+            cells = []
+            for metric, shown in (("rps", "{:,.0f}"), ("cpu_ms", "{:.2f}")):
+                cells += [
+                    shown.format(matrix.median(route, connections, server, metric))
+                    for server in ("ours", OPEN_READS)
+                ]
+                cells.append(f"{matrix.ratio(route, connections, 'ours', OPEN_READS, metric):.2f}x")
+            lines.append(row(ROUTE_LABELS[route], connections, *cells))
+    return lines
+
+
+def access_targets(matrix: Matrix, connection_counts: list[int]) -> list[Target]:
+    """What checking tokens costs: the service with a token against its open reads."""
+    targets = []
+    for route in ("list", "get"):
+        for connections in connection_counts:
+            ratio = matrix.ratio(route, connections, "ours", OPEN_READS)
+            targets.append(
+                (
+                    f"{route} with a token >= 0.95x open reads without one (c={connections})",
+                    f"{ratio:.2f}x",
+                    ratio >= 0.95,
+                )
+            )
     return targets
 
 

@@ -2,6 +2,10 @@
 
 The server gets core 0 and the clients core 1, so that the clients' work does not count
 against the server's; the several-process points share both cores (``BOTH_CORES``).
+
+Every server checks tokens against the run's secret (``tokens.py``), and its clients send
+the run's token, unless the server is ``anonymous``: one whose measured routes are public,
+driven without a token.
 """
 
 import os
@@ -17,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tokens
 
 HOST = "127.0.0.1"
 SERVER_CORE, CLIENT_CORE, BOTH_CORES = "0", "1", "0,1"
@@ -37,24 +43,33 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     workers: int = 1
     cores: str = SERVER_CORE
+    anonymous: bool = False  # its clients send no token
 
     def start(self, log_dir: Path) -> None:
         """Start uvicorn, its output in ``log_dir``, and wait until it answers."""
         self._check_port_is_free()
         log = (log_dir / f"{self.name}.log").open("wb")
+        environment = {**os.environ, **tokens.ENVIRONMENT, **self.environment}
         self.process = subprocess.Popen(
-            self._command(), cwd=self.directory, env={**os.environ, **self.environment},
+            self._command(), cwd=self.directory, env=environment,
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         for _ in range(300):
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.name} exited at start-up; see {log.name}")
+            ready = urllib.request.Request(
+                f"http://{HOST}:{self.port}/items/1", headers=tokens.HEADERS
+            )
             try:
-                with urllib.request.urlopen(f"http://{HOST}:{self.port}/items/1", timeout=1):
+                with urllib.request.urlopen(ready, timeout=1):
                     return
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         raise SystemExit(f"{self.name} did not answer on port {self.port} within 30 s")
+
+    def headers(self) -> dict[str, str]:
+        """What this server's clients send besides the request itself: the token, or nothing."""
+        return {} if self.anonymous else tokens.HEADERS
 
     def _check_port_is_free(self) -> None:
         # Another process on the port would answer the readiness check in our server's place.
@@ -84,20 +99,24 @@ class Server:
         wrk stops sending at its deadline, but a server behind on its work keeps serving the
         backlog; servers share one core, so the next point must not start before that ends.
         """
-        pid = self.process.pid if self.process else 0
         deadline = time.perf_counter() + limit
         previous = -1
         while time.perf_counter() < deadline:
             try:
-                # With --workers, the work is done by the children of uvicorn's supervisor.
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                busy = sum(cpu_ticks(process) for process in [pid, *map(int, children)])
+                busy = self.cpu_ticks()
             except OSError:
                 return
             if busy - previous <= 1:
                 return
             previous = busy
             time.sleep(0.2)
+
+    def cpu_ticks(self) -> int:
+        """The CPU time the server has used, its workers' included, in clock ticks."""
+        pid = self.process.pid if self.process else 0
+        # With --workers, the work is done by the children of uvicorn's supervisor.
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sum(cpu_ticks(process) for process in [pid, *map(int, children)])
 
     @contextmanager
     def peak_rss(self) -> Iterator[list[float]]:

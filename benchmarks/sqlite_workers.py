@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import tokens
 from servers import free_port
 
 WORKERS = (1, 2, 4)
@@ -51,6 +52,7 @@ def run(
         database = Path(directory) / "bench.db"
         environment = {
             **{name: value for name, value in os.environ.items() if name != "DATABASE_URL"},
+            **tokens.ENVIRONMENT,
             "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         }
         subprocess.run(
@@ -68,6 +70,7 @@ def run(
             output = subprocess.run(
                 [
                     *("wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout", "30s"),
+                    *("-H", f"Authorization: {tokens.AUTHORIZATION}"),
                     *("-s", str(script), f"{base}/items"),
                 ],
                 capture_output=True,
@@ -96,7 +99,9 @@ def serving(project: Path, environment: dict[str, str], workers: int) -> Iterato
         # The first answered POST also creates owner 1, whom every item of the script names.
         for _ in range(200):
             try:
-                httpx.post(f"{base}/owners", json={"name": "Ada"}, timeout=5)
+                httpx.post(
+                    f"{base}/owners", json={"name": "Ada"}, headers=tokens.HEADERS, timeout=5
+                )
                 break
             except httpx.TransportError:
                 time.sleep(0.1)

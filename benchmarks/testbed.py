@@ -3,7 +3,8 @@
 ``testbed()`` renders the working tree (PostgreSQL, example domain), creates a database of
 its own, migrates it with the rendered project's migrations, seeds it (``dataset.py``), and
 drops it and the rendering again when the block ends. ``make_nplus1`` derives the N+1
-variant of the rendered service; ``Service`` says what the rendered module ships.
+variant of the rendered service and ``make_open_reads`` the one whose reads need no token;
+``Service`` says what the rendered module ships.
 """
 
 import asyncio
@@ -42,6 +43,14 @@ NPLUS1_PATCHES = [
         "    for one_item in list(tags):\n"
         '        links = await connection.execute(_TAGS_OF_ITEMS_ANY, {"item_ids": [one_item]})\n',
     ),
+]
+
+# The open-reads variant: the list and get-one routes public, so that driven without a token
+# they run without the token check, beside the service driven with one.
+OPEN_READS = "ours, open reads"
+OPEN_READS_PATCHES = [
+    (f"@access(AUTHENTICATED)\nasync def {route}(", f"@access(PUBLIC)\nasync def {route}(")
+    for route in ("get_item", "list_items")
 ]
 
 
@@ -110,12 +119,21 @@ def create_tables(project: Path, database_url: str) -> None:
 
 def make_nplus1(project: Path, work: Path) -> Path:
     """A copy of the rendered project whose list route loads tags with one query per row."""
-    copy = work / "nplus1"
+    return make_variant(project, work / "nplus1", NPLUS1_PATCHES)
+
+
+def make_open_reads(project: Path, work: Path) -> Path:
+    """A copy of the rendered project whose list and get-one routes are public."""
+    return make_variant(project, work / "open-reads", OPEN_READS_PATCHES)
+
+
+def make_variant(project: Path, copy: Path, patches: list[tuple[str, str]]) -> Path:
+    """The rendered module in ``copy``, each (old, new) of ``patches`` applied once."""
     copy.mkdir()
     source = (project / f"{MODULE}.py").read_text()
-    for old, new in NPLUS1_PATCHES:
+    for old, new in patches:
         if old not in source:
-            raise SystemExit(f"cannot build the N+1 variant: {old.strip()!r} left the module")
+            raise SystemExit(f"cannot build {copy.name}: {old.strip()!r} left the module")
         source = source.replace(old, new, 1)
     (copy / f"{MODULE}.py").write_text(source)
     return copy

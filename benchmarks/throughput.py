@@ -32,14 +32,20 @@ class Matrix:
         values = [getattr(point, metric) for point in self.points[route, connections, server]]
         return float(statistics.median(values))
 
-    def ratio(self, route: str, connections: int, ours: str, other: str) -> float:
-        """The median over repetitions of ours / other, each repetition paired."""
+    def ratio(
+        self, route: str, connections: int, ours: str, other: str, metric: str = "rps"
+    ) -> float:
+        """The median over repetitions of ours / other (req/s, or another ``Point`` field),
+        each repetition paired.
+        """
         pairs = zip(
             self.points[route, connections, ours],
             self.points[route, connections, other],
             strict=True,
         )
-        return statistics.median(mine.rps / theirs.rps for mine, theirs in pairs)
+        return statistics.median(
+            getattr(mine, metric) / getattr(theirs, metric) for mine, theirs in pairs
+        )
 
     def batch_rows_ratio(self, connections: int) -> float:
         """Rows a second created by batches over rows a second created one per request."""
@@ -64,7 +70,7 @@ def run_matrix(
                     print(
                         f"  {route:8} c={connections:<3} rep {repetition + 1}  {server.name:9} "
                         f"{point.rps:8.0f} req/s  p99 {point.p99_ms:7.1f} ms  "
-                        f"non-2xx {point.non2xx}",
+                        f"non-2xx {point.non2xx}  CPU {point.cpu_ms:.2f} ms/req",
                         flush=True,
                     )
     return matrix
@@ -79,7 +85,7 @@ def queries_per_request(server: Server, route: str) -> float:
         request = urllib.request.Request(
             f"http://{HOST}:{server.port}{path}",
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **server.headers()},
             method="PATCH" if route == "update" else None,
         )
         with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as response:

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import tokens
 from dataset import BATCH_ROWS, ITEMS, MAX_TAGS_PER_ITEM, OWNERS, PAGE, SEED, TAGS, hot_ids
 from loadclient import CLIENT_TIMEOUT
 from servers import CLIENT_CORE, HOST, Server
@@ -30,25 +31,35 @@ class Point:
     non2xx: int
     socket_errors: int
     rss_mib: float
+    cpu_ms: float  # the server's CPU time per request answered, its backlog's included
 
 
 def wrk(
     server: Server, route: str, connections: int, seconds: float, client_cores: str = CLIENT_CORE
 ) -> Point:
-    """One bounded wrk run of ``route``'s script against ``server``, with its peak memory."""
+    """One bounded wrk run of ``route``'s script against ``server``, with its peak memory.
+
+    The server's clients' headers (the token) go on ``-H``; a run whose answers were mostly
+    not 2xx stops the benchmark.
+    """
+    headers = [f"--header={name}: {value}" for name, value in server.headers().items()]
     command = [
         "taskset", "-c", client_cores, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s",
-        "--timeout", f"{CLIENT_TIMEOUT:.0f}s", "-s", str(SCRIPTS / f"{route}.lua"),
+        "--timeout", f"{CLIENT_TIMEOUT:.0f}s", *headers, "-s", str(SCRIPTS / f"{route}.lua"),
         f"http://{HOST}:{server.port}", "--", *script_parameters(),
     ]  # fmt: skip
     environment = {**os.environ, "LUA_PATH": f"{SCRIPTS}/?.lua;;"}
+    ticks = server.cpu_ticks()
     with server.peak_rss() as peak:
         output = subprocess.run(
             command, capture_output=True, text=True, check=True, timeout=seconds + 30,
             env=environment,
         ).stdout  # fmt: skip
     server.settle()
-    return _point(output, peak[0])
+    cpu_seconds = (server.cpu_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
+    point, requests = _point(output, peak[0], cpu_seconds)
+    tokens.check_not_refused(point.non2xx, requests, f"wrk {route} on {server.name}")
+    return point
 
 
 def script_parameters() -> list[str]:
@@ -66,14 +77,16 @@ def script_parameters() -> list[str]:
     return [f"{name}={value}" for name, value in values.items()]
 
 
-def _point(output: str, rss_mib: float) -> Point:
+def _point(output: str, rss_mib: float, cpu_seconds: float) -> tuple[Point, int]:
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
-    return Point(
+    point = Point(
         rps=result["requests"] / (result["microseconds"] / 1e6),
         p50_ms=result["p50"] / 1000,
         p99_ms=result["p99"] / 1000,
         non2xx=result["non2xx"],
         socket_errors=result["socket_errors"] + result["timeouts"],
         rss_mib=rss_mib,
+        cpu_ms=cpu_seconds * 1000 / max(result["requests"], 1),
     )
+    return point, result["requests"]

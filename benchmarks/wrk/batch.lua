@@ -7,5 +7,5 @@ request = function()
     rows[row] = random_new_item()
   end
   local body = '{"items": [' .. table.concat(rows, ", ") .. ']}'
-  return wrk.format("POST", "/items/batch", json_headers, body)
+  return wrk.format("POST", "/items/batch", nil, body)
 end

@@ -2,5 +2,5 @@
 require "items"
 
 request = function()
-  return wrk.format("POST", "/items", json_headers, random_new_item())
+  return wrk.format("POST", "/items", nil, random_new_item())
 end

@@ -2,7 +2,9 @@
 -- first the tags, then the price, then the owner.
 require "point"
 
-json_headers = {["Content-Type"] = "application/json"}
+-- The bodies are JSON. Set on wrk.headers, beside the Authorization header the driver passes
+-- with -H: wrk.format sends the headers table it is given instead of wrk.headers, not merged.
+wrk.headers["Content-Type"] = "application/json"
 
 -- Up to params.max_tags distinct tag ids, as a JSON array's inside ("3, 17").
 function random_tag_ids()
