@@ -31,6 +31,7 @@ from my_service import (
 )
 
 from tests.harness.databases import sqlite_file_at_head
+from tests.harness.tokens import FULL_ACCESS
 
 
 @pytest.fixture
@@ -323,7 +324,9 @@ async def test_a_write_through_one_instance_is_seen_by_the_others_next_read(
     client: httpx.AsyncClient, other_app: FastAPI
 ) -> None:
     transport = httpx.ASGITransport(app=other_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://other") as other:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://other", headers=FULL_ACCESS
+    ) as other:
         assert (await other.get("/items/1")).status_code == 404  # a "not found", cached
         owner = (await client.post("/owners", json={"name": "Ada"})).json()
         body = {"name": "Lamp", "price_cents": 100, "owner_id": owner["id"]}

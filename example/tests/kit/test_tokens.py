@@ -320,10 +320,12 @@ async def test_no_token_claim_or_key_reaches_a_log_a_metric_or_an_answer(
 
 
 async def test_a_kept_token_is_refused_once_it_expires(started: Started) -> None:
-    token = signed(EC_KEY, "ES256", "ec-1", issuer=ISSUER, scopes=[SCOPE], exp=int(time.time()) + 1)
     async with started(auth_leeway=0) as (_, client):
+        # Minted once the service runs: its first request comes well before it expires.
+        expires = int(time.time()) + 3
+        token = signed(EC_KEY, "ES256", "ec-1", issuer=ISSUER, scopes=[SCOPE], exp=expires)
         assert (await client.get("/whoami", headers=bearer(token))).status_code == 200
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(expires - time.time() + 0.1)
         response = await client.get("/whoami", headers=bearer(token))
     assert_invalid_token(response, "the token has expired")
 
