@@ -29,6 +29,7 @@ ONE_BY_ONE = """\
 UNTESTED_ROUTE = '''\
 @router.get("/notes-count")
 @query_budget(0)
+@access(AUTHENTICATED)
 async def count_notes() -> dict[str, int]:
     """A route no test calls."""
     return {"count": 0}
@@ -105,7 +106,10 @@ def test_an_n_plus_one_and_an_untested_route_turn_the_suite_red(
             '    with expect_queries(2):\n        response = await client.get("/notes")\n',
         )
     )
-    result = run(["pytest", "-q", "-p", "no:cacheprovider"], project)
+    # Wide enough a terminal that the summary's lines keep their reasons.
+    result = run(
+        ["pytest", "-q", "-p", "no:cacheprovider"], project, environment={"COLUMNS": "200"}
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ERROR tests/test_notes.py::test_list_notes_runs_one_query" in result.stdout
     assert "GET /notes sends more statements the more rows there are" in result.stdout
