@@ -21,9 +21,10 @@ update`` keeps improving it, and you rarely need to edit it.
     Request bodies             bounded in size and time, read before admission
     Slow clients               deadlines on headers and on responses nobody reads
     Profiling                  one request's profile, in development
+    Access                     bearer tokens checked, each route's rule enforced
     Error contract             the one error shape; every route's statuses in OpenAPI
     App factory                ``KitSettings`` and ``build_app``: the parts, in order
-    For your routes            dependencies, ``@query_budget(n)``, types, answers
+    For your routes            dependencies, ``@query_budget(n)``, ``@access``, types, answers
 Each part's section holds all of it: its settings, its counters, its classes, and the
 function that installs it into the app.
 Below it, yours: your settings, models, routes, background work, and ``create_app``, which
