@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projects import generated_suite, render, run, shared_rendering
+from projects import (
+    checked_with_mypy,
+    generated_suite,
+    mypy_cache,
+    render,
+    run,
+    shared_rendering,
+)
 
 # Pairwise over the questions that change the code: each database with and without the
 # example domain, plain and odd-but-valid names, every supported Python floor.
@@ -64,8 +71,19 @@ def test_rendering_is_already_ruff_formatted(project: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rendering_passes_strict_mypy(project: Path) -> None:
-    result = run(["mypy", "--cache-dir", "/dev/null", "."], project)
+def test_rendering_passes_strict_mypy(
+    answers: str,
+    project: Path,
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    if answers == "defaults":
+        # From an empty cache; the other checks start from the cache it fills.
+        result = checked_with_mypy(template, tmp_path_factory)
+    else:
+        cache = mypy_cache(template, tmp_path_factory, tmp_path / "mypy-cache")
+        result = run(["mypy", "--cache-dir", str(cache), "."], project)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
