@@ -164,6 +164,51 @@ def copy_of(project: Path, destination: Path) -> Path:
     return destination
 
 
+def _mypy_on_defaults(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """mypy on the default answers' rendering, run once in the run from an empty cache of its
+    own: what it printed, and where that cache is.
+    """
+
+    def produce(directory: Path) -> dict[str, Any]:
+        cache = directory / "cache"
+        project = shared_rendering(template, tmp_path_factory, "defaults")
+        result = run(["mypy", "--cache-dir", str(cache), "."], project)
+        return {
+            "returncode": result.returncode,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "cache": str(cache),
+        }
+
+    return once_per_run(tmp_path_factory, "mypy-defaults", produce)
+
+
+def checked_with_mypy(
+    template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> subprocess.CompletedProcess[str]:
+    """What ``mypy .`` printed on the default answers' rendering, checked once in the run
+    from an empty cache (which ``mypy_cache`` then copies).
+    """
+    found = _mypy_on_defaults(template, tmp_path_factory)
+    return subprocess.CompletedProcess(
+        ["mypy", "."], found["returncode"], found["stdout"], found["stderr"]
+    )
+
+
+def mypy_cache(template: Path, tmp_path_factory: pytest.TempPathFactory, destination: Path) -> Path:
+    """A copy at ``destination``, for one check alone, of the cache mypy filled checking the
+    default answers' rendering: the types of the packages every rendering imports, from this
+    same environment. A check that starts from it still checks each of its files whose content
+    differs from what the cache recorded, and every file if its options differ (another
+    ``python_version``): mypy's incremental mode, which reports what a check from an empty
+    cache would. Each check has a copy of its own, so no two write to one cache.
+    """
+    source = Path(_mypy_on_defaults(template, tmp_path_factory)["cache"])
+    # copy2 keeps the files' modification times, which mypy compares with what it recorded.
+    shutil.copytree(source, destination)
+    return destination
+
+
 # What every project must pass, as its CI runs them: lint, format, strict types.
 CHECKS = (
     ["ruff", "check", "--no-cache", "."],

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from projects import render
+from projects import copy_of, shared_rendering
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    return render(template, tmp_path / "project")
+def project(template: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    defaults = shared_rendering(template, tmp_path_factory, "defaults")
+    return copy_of(defaults, tmp_path / "project")
 
 
 def migration_lock(project: Path) -> int:

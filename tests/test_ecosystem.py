@@ -24,7 +24,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from projects import ROOT, copy_of, generated_suite, run, shared_rendering
+from projects import ROOT, copy_of, generated_suite, mypy_cache, run, shared_rendering
 from test_render import MATRIX
 
 # The interpreter a stock venv is made with: the oldest Python the template supports.
@@ -110,11 +110,16 @@ def test_the_ci_workflow_runs_every_check_and_the_tests_on_both_databases(projec
 
 
 def test_every_check_of_the_ci_workflow_passes_in_the_rendering(
-    default_project: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    default_project: Path,
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> None:
     workflow = yaml.safe_load((default_project / ".github" / "workflows" / "ci.yml").read_text())
     # The checks write their caches into the project: a copy, for the rendering is shared.
     project = copy_of(default_project, tmp_path / "project")
+    # mypy starts from the cache of this run's check of the same rendering (projects.py).
+    cache = mypy_cache(template, tmp_path_factory, tmp_path / "mypy-cache")
     for step in workflow["jobs"]["checks"]["steps"]:
         if "run" not in step or step["name"] == "Install":
             continue
@@ -128,7 +133,11 @@ def test_every_check_of_the_ci_workflow_passes_in_the_rendering(
             result = shell(
                 step["run"],
                 project,
-                {**os.environ, "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}"},
+                {
+                    **os.environ,
+                    "PATH": f"{ENVIRONMENT_BIN}{os.pathsep}{os.environ['PATH']}",
+                    "MYPY_CACHE_DIR": str(cache),
+                },
             )
         assert result.returncode == 0, (
             f"{step['name']}: {step['run']}\n{result.stdout}{result.stderr}"
@@ -161,9 +170,9 @@ def test_pre_commit_hooks_are_local_and_run_from_the_projects_environment(projec
 RUN_ALL_HOOKS = ("run", "--all-files", "--color=never")
 
 
-def run_all_hooks(repository: Path) -> subprocess.CompletedProcess[str]:
+def run_all_hooks(repository: Path, mypy_cache: Path) -> subprocess.CompletedProcess[str]:
     """Run every hook as a commit from an IDE does: the environment is not activated, so
-    nothing of it is on PATH.
+    nothing of it is on PATH. The mypy hook starts from ``mypy_cache`` (MYPY_CACHE_DIR).
     """
     path = os.pathsep.join(
         entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry) != ENVIRONMENT_BIN
@@ -175,15 +184,18 @@ def run_all_hooks(repository: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**variables, "PATH": path},
+        env={**variables, "PATH": path, "MYPY_CACHE_DIR": str(mypy_cache)},
     )
 
 
 @dataclass(frozen=True)
 class Repository:
-    """A git repository of a rendering, for pre-commit to run in."""
+    """A git repository of a rendering, for pre-commit to run in, and a mypy cache of its own
+    (a copy of the one of this run's check of the same rendering, projects.py).
+    """
 
     path: Path
+    mypy_cache: Path
 
     def git(self, *arguments: str) -> None:
         subprocess.run(
@@ -195,13 +207,18 @@ class Repository:
 
 
 @pytest.fixture
-def repository(default_project: Path, tmp_path: Path) -> Repository:
+def repository(
+    default_project: Path,
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> Repository:
     path = tmp_path / "project"
     shutil.copytree(default_project, path)
     # The project's environment where the README makes it, .venv (ignored by git).
     (path / ".venv").mkdir()
     (path / ".venv" / "bin").symlink_to(ENVIRONMENT_BIN, target_is_directory=True)
-    repository = Repository(path)
+    repository = Repository(path, mypy_cache(template, tmp_path_factory, tmp_path / "mypy-cache"))
     repository.git("init", "--quiet")
     repository.git("add", "--all")
     repository.git("commit", "--quiet", "--message", "Generate")
@@ -209,7 +226,7 @@ def repository(default_project: Path, tmp_path: Path) -> Repository:
 
 
 def test_every_pre_commit_hook_passes_on_a_fresh_rendering(repository: Repository) -> None:
-    result = run_all_hooks(repository.path)
+    result = run_all_hooks(repository.path, repository.mypy_cache)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("ruff check", "ruff format", "mypy"):
         assert re.search(rf"^{name}\.+Passed$", result.stdout, re.MULTILINE), result.stdout
@@ -218,7 +235,7 @@ def test_every_pre_commit_hook_passes_on_a_fresh_rendering(repository: Repositor
 def test_the_pre_commit_hooks_stop_a_badly_typed_unformatted_file(repository: Repository) -> None:
     (repository.path / "careless.py").write_text('import os\ncount: int = "one"\n')
     repository.git("add", "careless.py")
-    result = run_all_hooks(repository.path)
+    result = run_all_hooks(repository.path, repository.mypy_cache)
     assert result.returncode == 1, result.stdout + result.stderr
     for name in ("ruff check", "mypy"):
         assert re.search(rf"^{name}\.+Failed$", result.stdout, re.MULTILINE), result.stdout

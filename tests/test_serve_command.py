@@ -1,8 +1,9 @@
 """The README's "Try it" command serves the generated project exactly as printed.
 
 Everything before `cd my-service` installs this environment and renders the defaults, which
-the other tests cover; this one renders the defaults, puts this environment where the command
-expects `.venv`, and runs the rest of the printed command: the migrations, then the server.
+the other tests cover; this one copies the run's rendering of the defaults, puts this
+environment where the command expects `.venv`, and runs the rest of the printed command: the
+migrations, then the server.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from projects import ROOT, render
+from projects import ROOT, copy_of, shared_rendering
 
 CD = "cd my-service && "
 
@@ -40,9 +41,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(template: Path, tmp_path: Path) -> Iterator[str]:
+def served(
+    template: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> Iterator[str]:
     """The rendered defaults, started with the README's command; the server's base URL."""
-    project = render(template, tmp_path / "my-service")
+    defaults = shared_rendering(template, tmp_path_factory, "defaults")
+    project = copy_of(defaults, tmp_path / "my-service")
     (tmp_path / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     port = free_port()
     environment = {
