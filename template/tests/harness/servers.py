@@ -35,7 +35,10 @@ def serving(
     (directory / "served_app.py").write_text(source)
     # Beside the module, as in the project: the service checks its database against them.
     (directory / "migrations").symlink_to(ALEMBIC_INI.parent / "migrations")
-    port = free_port()
+    # The server takes a socket already listening, so no other process can take its port
+    # between choosing it and binding it.
+    listening = socket.create_server(("127.0.0.1", 0), backlog=2048)
+    port = listening.getsockname()[1]
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(directory), str(Path.cwd())]),
@@ -43,15 +46,18 @@ def serving(
     }
     if "DATABASE_URL" not in settings:
         environment["DATABASE_URL"] = sqlite_file_at_head(directory / "served.db")
-    command = [sys.executable, "-m", "uvicorn", "served_app:app", "--port", str(port), *options]
+    fd = str(listening.fileno())
+    command = [sys.executable, "-m", "uvicorn", "served_app:app", "--fd", fd, *options]
     # At the end, connections a test left open (clients that never read) are cut after a
     # second rather than waited for.
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--no-access-log", "--timeout-graceful-shutdown", "1"],
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with listening:
+        process = subprocess.Popen(
+            [*command, "--no-access-log", "--timeout-graceful-shutdown", "1"],
+            env=environment,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(listening.fileno(),),
+        )
     assert process.stderr is not None
     log: list[str] = []
     for line in process.stderr:  # until it listens, or the process ends
