@@ -11,7 +11,8 @@ from projects import break_module, run
 # turns: a transaction takes the write lock with its first write, which PATCH's first
 # statement is either way.)
 ROW_LOCK_FIRST = """\
-    row = (await connection.execute(_UPDATE_ITEM, {"item_id": item_id, **changes})).first()
+    parameters = {"item_id": item_id, **changes, **_changer(caller)}
+    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
     if row is None:
         raise _not_found("item", item_id)
     if body.tag_ids is None:
@@ -22,7 +23,8 @@ ROW_LOCK_FIRST = """\
 ROW_LOCK_LAST = """\
     if body.tag_ids is not None:
         tags = await _replace_tags(connection, item_id, body.tag_ids)
-    row = (await connection.execute(_UPDATE_ITEM, {"item_id": item_id, **changes})).first()
+    parameters = {"item_id": item_id, **changes, **_changer(caller)}
+    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
     if row is None:
         raise _not_found("item", item_id)
     if body.tag_ids is None:

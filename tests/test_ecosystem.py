@@ -8,6 +8,7 @@ in the project as the image would run them: its install in a fresh venv, its sta
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -386,6 +387,9 @@ def container(default_project: Path, image_environment: Path, tmp_path: Path) ->
         **os.environ,
         **final.environment(),
         "PATH": f"{image_environment / 'bin'}:/usr/bin:/bin",
+        # What a deployment gives the image (compose.yaml too): keys to check tokens with.
+        "AUTH_SECRET": secrets.token_urlsafe(32),
+        "AUTH_AUDIENCE": "my_service",
     }
     environment["DATABASE_URL"] = environment["DATABASE_URL"].replace("/data/", f"{tmp_path}/")
     (start,) = final.all("CMD")

@@ -35,7 +35,8 @@ def test_the_fuzz_finds_a_bound_wider_than_the_column(project: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 failed" in result.stdout
     assert "OverflowError: Python int too large to convert to SQLite INTEGER" in result.stdout
-    assert "curl -X GET http://testserver/items/1844674407370955161" in result.stdout
+    assert "curl -X GET " in result.stdout
+    assert "http://testserver/items/1844674407370955161" in result.stdout
 
 
 def test_a_price_without_its_int4_bound_fails_the_suite(project: Path) -> None:

@@ -726,7 +726,11 @@ STORED_QUERIES = {
 
 # What the updated service answers for the owner, started on the upgraded database.
 SUMMARY = with_a_client("""\
-response = await client.get("/owners/1/summary")
+# Any valid token may read it (0.5.0): one signed as the service checks them, in development.
+from my_service import AccessSettings, mint_token
+
+token = mint_token(AccessSettings(), "ada")
+response = await client.get("/owners/1/summary", headers={"authorization": f"Bearer {token}"})
 print(json.dumps({"status": response.status_code, "body": response.json()}))
 """)
 
@@ -884,14 +888,14 @@ def test_the_revision_of_the_users_table_is_numbered_and_creates_it_alone(
 ) -> None:
     versions = adopted.update.project / "migrations" / "versions"
     written = list(versions.glob("*_reviews.py"))
-    assert [path.name for path in written] == ["0003_reviews.py"], sorted(
+    assert [path.name for path in written] == ["0004_reviews.py"], sorted(
         path.name for path in versions.iterdir()
     )
     revision = written[0].read_text()
     assert 'op.create_table(\n        "review",' in revision, revision
     assert revision.count("op.create_table(") == 1, revision
-    assert 'revision: str = "0003"' in revision, revision
-    assert 'down_revision: str | None = "0002"' in revision, revision
+    assert 'revision: str = "0004"' in revision, revision
+    assert 'down_revision: str | None = "0003"' in revision, revision
 
 
 def test_the_check_shown_after_the_update_passes_once_the_code_is_followed_up(
