@@ -3552,6 +3552,7 @@ class KeySet:
         self.keys: dict[str | None, jwt.PyJWK] = {}
         self.loaded = False
         self._fetching: asyncio.Task[None] | None = None
+        self._retrying: asyncio.Task[None] | None = None
         self._last_fetch = -math.inf
         self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
@@ -3562,8 +3563,7 @@ class KeySet:
             self._retrying = asyncio.create_task(self._retry())
 
     async def aclose(self) -> None:
-        retrying = getattr(self, "_retrying", None)
-        for task in (retrying, self._fetching):
+        for task in (self._retrying, self._fetching):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
