@@ -87,6 +87,6 @@ def test_every_route_answers_as_its_schema_says(case: schemathesis.Case[Any]) ->
     # The token schemathesis makes up for the bearer scheme is replaced with one that may call
     # every route, so the fuzz reaches what the routes do; a case that leaves the header out
     # on purpose keeps it out, and must be refused (tests/kit/test_access.py covers tokens).
-    sent = {name.lower() for name in case.headers or {}}
+    sent = {name.lower() for name in (case.headers or {})}
     headers = FULL_ACCESS if "authorization" in sent else {}
     case.call_and_validate(checks=CHECKS, headers=headers)
