@@ -220,33 +220,68 @@ CHECKS = (
 SUITE = ["pytest", "-rfEsp", "-p", "no:cacheprovider"]
 
 
+# The service's own database while a generated suite runs, as a developer's shell has it
+# after sourcing .env: a suite must leave it exactly as it was.
+CANARY_ROWS = [[1, "production owner"]]
+
+
+def _query(database_url: str, query: str) -> list[list[object]]:
+    async def fetch() -> list[list[object]]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return [list(row) for row in await connection.fetch(query)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
+def _canary_changes(service: str) -> str:
+    """What differs in the PostgreSQL canary ``service`` from how ``generated_suite`` made it:
+    nothing, or its tables and rows as they are.
+    """
+    dsn = service.replace("postgresql+asyncpg://", "postgresql://", 1)
+    tables = _query(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    rows = _query(dsn, "SELECT id, name FROM owner") if ["owner"] in tables else []
+    if tables == [["owner"]] and rows == CANARY_ROWS:
+        return ""
+    return f"the service's database now holds tables {tables} and owners {rows}"
+
+
 def generated_suite(
     tmp_path_factory: pytest.TempPathFactory, name: str, project: Path, *, postgres: bool
-) -> tuple[subprocess.CompletedProcess[str], bool]:
+) -> tuple[subprocess.CompletedProcess[str], str]:
     """The generated suite of ``project`` (the rendering ``name``), run once in the run on a
-    copy of it, on SQLite or PostgreSQL, with DATABASE_URL naming a SQLite file as the
-    service's database: what it printed, and whether that file exists afterwards (it must
-    not).
+    copy of it, on SQLite or PostgreSQL (the README's ``TEST_DATABASE_URL=...`` command), with
+    DATABASE_URL naming a service's database of the same kind: a SQLite file that must not
+    come to exist, or a PostgreSQL database holding an owner row that must stay as it is.
+    What the suite printed, and what it changed in that database (empty if nothing).
     """
     database = "postgresql" if postgres else "sqlite"
 
     def produce(directory: Path) -> dict[str, Any]:
-        service = directory / "service.db"
-        result = run(
-            SUITE,
-            copy_of(project, directory / "project"),
-            postgres=postgres,
-            environment={"DATABASE_URL": f"sqlite+aiosqlite:///{service}"},
-        )
+        copy = copy_of(project, directory / "project")
+        if postgres:
+            with new_postgres_database() as service:
+                dsn = service.replace("postgresql+asyncpg://", "postgresql://", 1)
+                _query(dsn, "CREATE TABLE owner (id integer PRIMARY KEY, name text)")
+                _query(dsn, "INSERT INTO owner VALUES (1, 'production owner')")
+                result = run(SUITE, copy, postgres=True, environment={"DATABASE_URL": service})
+                changes = _canary_changes(service)
+        else:
+            service_file = directory / "service.db"
+            environment = {"DATABASE_URL": f"sqlite+aiosqlite:///{service_file}"}
+            result = run(SUITE, copy, environment=environment)
+            changes = "the suite made the service's SQLite file" if service_file.exists() else ""
         return {
             "returncode": result.returncode,
             "stdout": result.stdout,
             "stderr": result.stderr,
-            "service_database_made": service.exists(),
+            "service_database_changes": changes,
         }
 
     found = once_per_run(tmp_path_factory, f"suite-{name}-{database}", produce)
     result = subprocess.CompletedProcess(
         SUITE, found["returncode"], found["stdout"], found["stderr"]
     )
-    return result, found["service_database_made"]
+    return result, found["service_database_changes"]

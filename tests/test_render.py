@@ -115,11 +115,11 @@ def passed_suite(
     """What the generated suite of ``answers`` printed, failing unless it passed, migration
     tests included, and left the service's database alone.
     """
-    result, service_database_made = generated_suite(
+    result, service_database_changes = generated_suite(
         tmp_path_factory, answers, project, postgres=postgres
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not service_database_made, "the suite made the service's database"
+    assert not service_database_changes
     for line in MIGRATION_TESTS_PASSED:
         assert line in result.stdout, result.stdout
     return result.stdout
