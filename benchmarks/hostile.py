@@ -5,6 +5,13 @@ Usage: ``.venv/bin/python benchmarks/hostile.py [--project example] [--servers N
 one owner of 200,000 items and a page of items with tags: start it (one worker), then run
 each attack (see ATTACKS) and print what it did to everyone else:
 
+- ``health-pipelined``: the service as deployed (its guard on, its own deadlines); 100
+  connections, each with a 4 KiB receive buffer, pipeline 50 ``GET /items?limit=100`` and
+  never read, while ``/health`` is asked every 10 ms for 30 s, each time on a new
+  connection, on the service's port and on its ``PROBE_PORT`` at once: its median, p99,
+  slowest, and how many took over 250 ms.
+- ``health-loop``: the same service under a closed loop of 256 wrk connections on
+  ``GET /items?limit=100``, with ``/health`` probed the same way.
 - ``pipeline``: ten connections per worker, each with a 4 KiB receive buffer, pipeline 300
   ``GET /openapi.json`` and never read; once the send deadline has passed, 40 probes of
   ``/owners`` (how many 200) and the guard's gauges from ``/metrics``.
@@ -45,6 +52,19 @@ POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1
 EXPORT_ROWS = 200_000
 SEND_TIMEOUT = 5.0
 PROBES = 40
+# The health attacks: how long /health is probed, and the answer time it must stay within.
+HEALTH_SECONDS = 30.0
+HEALTH_TIMEOUT = 10.0
+HEALTH_TARGET = 0.25
+# The health attacks run the service as deployed: its guard and send deadline as they come.
+# (None: the variable is not set at all).
+AS_DEPLOYED: dict[str, str | None] = {
+    "GUARD_ENABLED": "true",
+    "SEND_TIMEOUT": None,
+    "HEADER_READ_TIMEOUT": None,
+    "SLOW_REQUEST_MS": None,
+    "PROBE_PORT": "",  # a free port of the run's
+}
 
 
 def server_command(name: str, port: int) -> list[str]:
@@ -94,10 +114,13 @@ async def seed(database: str) -> None:
 
 
 class Server:
-    def __init__(self, name: str, project: Path, database: str, extra: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, project: Path, database: str, extra: dict[str, str | None]
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.probe_port = free_port() if extra.get("PROBE_PORT") == "" else None
         env = {
             **os.environ,
             **tokens.ENVIRONMENT,
@@ -107,8 +130,14 @@ class Server:
             "HEADER_READ_TIMEOUT": "10",
             "SLOW_REQUEST_MS": "100000",
             "GUARD_ENABLED": "false",
-            **extra,
         }
+        for variable, value in extra.items():
+            if value is None:
+                env.pop(variable, None)
+            else:
+                env[variable] = value
+        if self.probe_port is not None:
+            env["PROBE_PORT"] = str(self.probe_port)
         self.process = subprocess.Popen(
             server_command(name, self.port),
             cwd=project,
@@ -132,10 +161,12 @@ class Server:
         stop_process(self.process)
 
 
-async def stalled(server: Server, request: bytes, count: int) -> list[socket.socket]:
-    """``count`` connections that send ``request`` and never read."""
+async def stalled(
+    server: Server, request: bytes, count: int, connections: int = 10
+) -> list[socket.socket]:
+    """``connections`` connections that each send ``request`` ``count`` times and never read."""
     sockets = []
-    for _ in range(10):
+    for _ in range(connections):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
@@ -330,7 +361,76 @@ async def attack_profile(server: Server) -> str:
     )
 
 
+async def probe_health(base: str, seconds: float) -> str:
+    """/health at ``base`` asked every 10 ms for ``seconds``, each on a new connection (10 s
+    timeout): its median, p99 and slowest, and how many of the probes got no 200 in time.
+    """
+    timings = []
+    over = []
+    failed = 0
+    # A new connection for each probe, as a kubelet's or a load balancer's health check makes.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=base, timeout=HEALTH_TIMEOUT, limits=fresh) as client:
+        begun = time.perf_counter()
+        while time.perf_counter() - begun < seconds:
+            started = time.perf_counter()
+            try:
+                if (await client.get("/health")).status_code != 200:
+                    failed += 1
+            except httpx.HTTPError:
+                failed += 1
+            timings.append(time.perf_counter() - started)
+            if timings[-1] > HEALTH_TARGET:
+                over.append(f"{timings[-1] * 1000:.0f} ms at {started - begun:.1f} s")
+            await asyncio.sleep(0.01)
+    timings.sort()
+    median, p99 = timings[len(timings) // 2], timings[int(len(timings) * 0.99)]
+    return (
+        f"median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"slowest {timings[-1] * 1000:.0f} ms, {len(over)} of {len(timings)} over "
+        f"{HEALTH_TARGET * 1000:.0f} ms {over[:3]}, {failed} failed"
+    )
+
+
+async def health_while(server: Server, seconds: float) -> str:
+    """/health probed on the service's port and on its probe port at once, for ``seconds``."""
+    assert server.probe_port is not None
+    on_service, on_probe = await asyncio.gather(
+        probe_health(server.base, seconds),
+        probe_health(f"http://127.0.0.1:{server.probe_port}", seconds),
+    )
+    return f"/health on the service's port: {on_service}; on PROBE_PORT: {on_probe}"
+
+
+async def attack_health_pipelined(server: Server) -> str:
+    request = authorized_get("/items?limit=100")
+    sockets = await stalled(server, request, 50, connections=100)
+    try:
+        return await health_while(server, HEALTH_SECONDS)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def attack_health_loop(server: Server) -> str:
+    command = ["wrk", "-t2", "-c256", f"-d{HEALTH_SECONDS:.0f}s", "--timeout=20s"]
+    command += [f"--header=Authorization: {tokens.AUTHORIZATION}", f"{server.base}/items?limit=100"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "1", *command]
+    loop = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    await asyncio.sleep(1)  # the loop at full pace before the first probe
+    health = await health_while(server, HEALTH_SECONDS - 2)
+    output = (await loop.communicate())[0].decode()
+    rate = next(line for line in output.splitlines() if line.startswith("Requests/sec"))
+    non2xx = next((line.strip() for line in output.splitlines() if "Non-2xx" in line), "")
+    return f"{health}; the loop {float(rate.split()[1]):.0f} req/s {non2xx}"
+
+
 ATTACKS = {
+    "health-pipelined": attack_health_pipelined,
+    "health-loop": attack_health_loop,
     "pipeline": attack_pipeline,
     "export": attack_export,
     "header": attack_header,
@@ -362,7 +462,11 @@ async def main() -> None:
         for _ in range(options.repeats):
             for attack in options.attacks:
                 for name in options.servers:
-                    extra = {"PROFILING_ENABLED": "true"} if attack == "profile" else {}
+                    extra: dict[str, str | None] = {}
+                    if attack == "profile":
+                        extra = {"PROFILING_ENABLED": "true"}
+                    elif attack.startswith("health"):
+                        extra = AS_DEPLOYED
                     server = Server(name, project, database, extra)
                     try:
                         await server.ready()

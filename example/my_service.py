@@ -20,6 +20,7 @@ update`` keeps improving it, and you rarely need to edit it.
     Overload guard             requests in flight bounded, the rest refused at once
     Request bodies             bounded in size and time, read before admission
     Slow clients               deadlines on headers and on responses nobody reads
+    Probes                     /health and /ready on a port of their own, ahead of traffic
     Profiling                  one request's profile, in development
     Access                     bearer tokens checked, each route's rule enforced
     Error contract             the one error shape; every route's statuses in OpenAPI
@@ -3292,6 +3293,122 @@ def _connection_settings() -> SlowClientSettings:
     return SlowClientSettings.from_env()
 
 
+# --- Probes -----------------------------------------------------------------------------
+# An overloaded instance accepts new connections late: each waits its turn behind the
+# clients that reconnect after their 503s, a quarter of a second and more on two cores, and
+# a liveness probe opens a new connection every time. On a port of its own a probe waits
+# behind no one, so a busy instance is not restarted for being busy; a stuck event loop
+# still fails it, since the port is served on the same loop.
+
+
+class ProbeSettings(PartSettings):
+    """Where the probes are answered besides the service's own port."""
+
+    # /health and /ready on this port too, on every interface (probes come from the node,
+    # not from localhost); each worker process listens on it (SO_REUSEPORT). Unset: only
+    # on the service's port.
+    probe_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("probe_port", mode="before")
+    @classmethod
+    def _no_probe_port(cls, value: object) -> object:
+        # PROBE_PORT= in .env, as .env.example has it, leaves it unset.
+        return None if value == "" else value
+
+
+# A probe sends one short request and reads the answer; anything else is cut short.
+PROBE_READ_TIMEOUT = 5.0
+_PROBE_MAX_REQUEST = 8192
+
+
+class _ProbeProtocol(asyncio.Protocol):
+    """One request per connection: GET or HEAD of /health or /ready, answered as the
+    service's own routes answer them, then the connection closed.
+    """
+
+    def __init__(self, readiness: ReadinessCheck) -> None:
+        self._readiness = readiness
+        self._received = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._check: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(PROBE_READ_TIMEOUT, self._transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._check is not None:
+            self._check.cancel()  # the readiness check itself is shielded and goes on
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing() or self._check is not None:
+            return
+        self._received += data
+        head, complete, _ = bytes(self._received).partition(b"\r\n\r\n")
+        if len(head) > _PROBE_MAX_REQUEST:
+            self._answer(431, to_json({"detail": "the request's headers are too large"}))
+            return
+        if not complete:
+            return
+        method, _, rest = head.partition(b"\r\n")[0].partition(b" ")
+        path = rest.partition(b" ")[0].partition(b"?")[0]
+        bodiless = method == b"HEAD"
+        if method not in (b"GET", b"HEAD"):
+            self._answer(405, to_json({"detail": "the probes answer GET and HEAD"}))
+        elif path == b"/health":
+            self._answer(200, to_json({"status": "ok"}), bodiless=bodiless)
+        elif path == b"/ready":
+            self._check = asyncio.create_task(self._ready(bodiless))
+        else:
+            self._answer(404, to_json({"detail": "this port answers /health and /ready"}))
+
+    async def _ready(self, bodiless: bool) -> None:
+        try:
+            await self._readiness.confirm()
+        except DatabaseUnavailable:
+            retry_after = random.choice((b"1", b"2", b"3"))
+            self._answer(503, _UNAVAILABLE_BODY, bodiless=bodiless, retry_after=retry_after)
+        else:
+            self._answer(200, to_json({"status": "ready"}), bodiless=bodiless)
+
+    def _answer(
+        self, status_code: int, body: bytes, *, bodiless: bool = False, retry_after: bytes = b""
+    ) -> None:
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        head = (
+            f"HTTP/1.1 {status_code} {HTTPStatus(status_code).phrase}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "cache-control: no-store\r\nconnection: close\r\n"
+        ).encode()
+        if retry_after:
+            head += b"retry-after: " + retry_after + b"\r\n"
+        self._transport.write(head + b"\r\n" + (b"" if bodiless else body))
+        self._transport.close()
+
+
+@asynccontextmanager
+async def open_probes(app: FastAPI, settings: ProbeSettings) -> AsyncIterator[None]:
+    """Answer the probes on ``PROBE_PORT`` while the app runs, if it is set."""
+    if settings.probe_port is None:
+        yield
+        return
+    readiness: ReadinessCheck = app.state.readiness
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _ProbeProtocol(readiness), port=settings.probe_port, reuse_port=True
+    )
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # --- Profiling --------------------------------------------------------------------------
 
 
@@ -4137,6 +4254,7 @@ class KitSettings(
     GuardSettings,
     BodyLimitSettings,
     SlowClientSettings,
+    ProbeSettings,
     ProfilingSettings,
     AccessSettings,
 ):
@@ -4169,6 +4287,7 @@ def build_app(
         # Started in this order, stopped in the reverse one.
         async with (
             open_database(app, settings),
+            open_probes(app, settings),
             open_access(app, settings),
             open_cache(app, settings),
             open_offloader(app, settings),

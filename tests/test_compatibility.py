@@ -68,6 +68,8 @@ ADDED_VARIABLES: dict[str, str] = {
     "AUTH_JWKS_REFRESH_INTERVAL": "the least time between two fetches for unknown key ids",
     "AUTH_MAX_TOKEN_BYTES": "the longest Authorization header read",
     "AUTH_VERIFIED_TOKENS": "how many verified tokens are kept until they expire",
+    # 0.5.0: the probes on a port of their own, ahead of the traffic.
+    "PROBE_PORT": "a port for /health and /ready besides the service's",
 }
 ADDED_SERIES: dict[str, str] = {
     # 0.5.0: what the token checks did.

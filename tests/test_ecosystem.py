@@ -391,6 +391,8 @@ def container(default_project: Path, image_environment: Path, tmp_path: Path) ->
         "AUTH_SECRET": secrets.token_urlsafe(32),
         "AUTH_AUDIENCE": "my_service",
     }
+    assert environment["PROBE_PORT"] == IMAGE_PROBE_PORT, "the image's checks point at it"
+    environment["PROBE_PORT"] = str(free_port())
     environment["DATABASE_URL"] = environment["DATABASE_URL"].replace("/data/", f"{tmp_path}/")
     (start,) = final.all("CMD")
     shell, option, script = exec_form(start)
@@ -412,6 +414,15 @@ def test_the_image_has_what_it_copies_and_migrates_before_it_serves(
     run_steps_before_serving(container)
 
 
+IMAGE_PROBE_PORT = "8001"
+
+
+def on_probe_port(check: list[str], container: Container) -> list[str]:
+    """A check of the image's or compose's, pointed at the probe port this test's server has."""
+    probe = container.environment["PROBE_PORT"]
+    return [part.replace(f":{IMAGE_PROBE_PORT}/", f":{probe}/") for part in check]
+
+
 def run_steps_before_serving(container: Container) -> None:
     """What the image's command runs before uvicorn (the migrations), as it runs them."""
     *before, _ = container.script.split(" && ")
@@ -431,12 +442,18 @@ def test_the_health_check_passes_while_the_start_commands_server_runs(
     port = free_port()
     serve = serve.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1")
     (healthcheck,) = final.all("HEALTHCHECK")
-    check = [part.replace(":8000/", f":{port}/") for part in exec_form(healthcheck)]
+    check = on_probe_port(exec_form(healthcheck), container)
     with serving(serve, container.app, container.environment) as server:
         healthy = subprocess.run(check, env=container.environment, capture_output=True, timeout=30)
         assert healthy.returncode == 0, healthy.stderr
+        # The API's port answers /health too, and logs it (LOG_FORMAT=json: one JSON object).
+        api = [
+            part.replace(f":{container.environment['PROBE_PORT']}/", f":{port}/") for part in check
+        ]
+        answered = subprocess.run(api, env=container.environment, capture_output=True, timeout=30)
+        assert answered.returncode == 0, answered.stderr
     assert server.stderr is not None
-    # LOG_FORMAT=json: the health check's request was logged as one JSON object.
+    # The probe port logs nothing: probes every few seconds would bury the requests.
     logged = [json.loads(line) for line in server.stderr if line.startswith("{")]
     assert [entry["route"] for entry in logged if "route" in entry] == ["/health"], logged
     gone = subprocess.run(check, env=container.environment, capture_output=True, timeout=30)
@@ -484,7 +501,7 @@ def test_compose_checks_readiness_which_fails_while_the_database_cannot_answer(
         port = free_port()
         with serving(serve.replace("--port 8000", f"--port {port}"), container.app, environment):
             for name, check in (("liveness", exec_form(liveness)), ("readiness", readiness)):
-                command = [part.replace(":8000/", f":{port}/") for part in check]
+                command = on_probe_port(check, container)
                 result = subprocess.run(command, env=environment, capture_output=True, timeout=30)
                 passed[database, name] = result.returncode == 0
     assert passed == {
