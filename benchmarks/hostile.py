@@ -39,6 +39,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -250,21 +252,39 @@ async def attack_export(server: Server) -> str:
     return await attack_stalled(server, request, 1)
 
 
+@dataclass
+class Probes:
+    """What /health answered, probe by probe: when each began (seconds from the first) and
+    how long it took; and how many got no 200.
+    """
+
+    began: list[float] = field(default_factory=list)
+    took: list[float] = field(default_factory=list)
+    failed: int = 0
+
+
+async def probe_health(client: httpx.AsyncClient, done: Callable[[float], bool]) -> Probes:
+    """/health asked every 10 ms until ``done(seconds since the first probe)``."""
+    probes = Probes()
+    first = time.perf_counter()
+    while not done(time.perf_counter() - first):
+        started = time.perf_counter()
+        try:
+            if (await client.get("/health")).status_code != 200:
+                probes.failed += 1
+        except httpx.HTTPError:
+            probes.failed += 1
+        probes.began.append(started - first)
+        probes.took.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    return probes
+
+
 async def probing(server: Server, done: asyncio.Event) -> tuple[float, int]:
     """The slowest /health while ``done`` is not set, and how many failed."""
-    worst = 0.0
-    failed = 0
     async with authorized_client(server.base, 60) as client:
-        while not done.is_set():
-            started = time.perf_counter()
-            try:
-                if (await client.get("/health")).status_code != 200:
-                    failed += 1
-            except httpx.HTTPError:
-                failed += 1
-            worst = max(worst, time.perf_counter() - started)
-            await asyncio.sleep(0.01)
-    return worst, failed
+        probes = await probe_health(client, lambda _: done.is_set())
+    return max(probes.took, default=0.0), probes.failed
 
 
 async def attack_header(server: Server) -> str:
@@ -361,34 +381,25 @@ async def attack_profile(server: Server) -> str:
     )
 
 
-async def probe_health(base: str, seconds: float) -> str:
-    """/health at ``base`` asked every 10 ms for ``seconds``, each on a new connection (10 s
-    timeout): its median, p99 and slowest, and how many of the probes got no 200 in time.
+async def health_on_new_connections(base: str, seconds: float) -> str:
+    """/health at ``base`` probed for ``seconds``, each time on a new connection (10 s
+    timeout): its median, p99 and slowest, and how many probes got no 200 in time.
     """
-    timings = []
-    over = []
-    failed = 0
     # A new connection for each probe, as a kubelet's or a load balancer's health check makes.
     fresh = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, timeout=HEALTH_TIMEOUT, limits=fresh) as client:
-        begun = time.perf_counter()
-        while time.perf_counter() - begun < seconds:
-            started = time.perf_counter()
-            try:
-                if (await client.get("/health")).status_code != 200:
-                    failed += 1
-            except httpx.HTTPError:
-                failed += 1
-            timings.append(time.perf_counter() - started)
-            if timings[-1] > HEALTH_TARGET:
-                over.append(f"{timings[-1] * 1000:.0f} ms at {started - begun:.1f} s")
-            await asyncio.sleep(0.01)
-    timings.sort()
+        probes = await probe_health(client, lambda elapsed: elapsed >= seconds)
+    over = [
+        f"{took * 1000:.0f} ms at {began:.1f} s"
+        for began, took in zip(probes.began, probes.took, strict=True)
+        if took > HEALTH_TARGET
+    ]
+    timings = sorted(probes.took)
     median, p99 = timings[len(timings) // 2], timings[int(len(timings) * 0.99)]
     return (
         f"median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
         f"slowest {timings[-1] * 1000:.0f} ms, {len(over)} of {len(timings)} over "
-        f"{HEALTH_TARGET * 1000:.0f} ms {over[:3]}, {failed} failed"
+        f"{HEALTH_TARGET * 1000:.0f} ms {over[:3]}, {probes.failed} failed"
     )
 
 
@@ -396,8 +407,8 @@ async def health_while(server: Server, seconds: float) -> str:
     """/health probed on the service's port and on its probe port at once, for ``seconds``."""
     assert server.probe_port is not None
     on_service, on_probe = await asyncio.gather(
-        probe_health(server.base, seconds),
-        probe_health(f"http://127.0.0.1:{server.probe_port}", seconds),
+        health_on_new_connections(server.base, seconds),
+        health_on_new_connections(f"http://127.0.0.1:{server.probe_port}", seconds),
     )
     return f"/health on the service's port: {on_service}; on PROBE_PORT: {on_probe}"
 

@@ -10,26 +10,18 @@ from projects import break_module, run
 # to a row that is gone (a 500) on both databases. (On SQLite, concurrent PATCHes still take
 # turns: a transaction takes the write lock with its first write, which PATCH's first
 # statement is either way.)
-ROW_LOCK_FIRST = """\
+_LOCK_THE_ROW = """\
     parameters = {"item_id": item_id, **changes, **_changer(caller)}
     row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
     if row is None:
         raise _not_found("item", item_id)
-    if body.tag_ids is None:
-        tags = await _tags_of_item(connection, item_id)
-    else:
-        tags = await _replace_tags(connection, item_id, body.tag_ids)
 """
-ROW_LOCK_LAST = """\
-    if body.tag_ids is not None:
-        tags = await _replace_tags(connection, item_id, body.tag_ids)
-    parameters = {"item_id": item_id, **changes, **_changer(caller)}
-    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
-    if row is None:
-        raise _not_found("item", item_id)
-    if body.tag_ids is None:
-        tags = await _tags_of_item(connection, item_id)
-"""
+_REPLACE_TAGS = "        tags = await _replace_tags(connection, item_id, body.tag_ids)\n"
+_READ_TAGS = (
+    "    if body.tag_ids is None:\n        tags = await _tags_of_item(connection, item_id)\n"
+)
+ROW_LOCK_FIRST = _LOCK_THE_ROW + _READ_TAGS + "    else:\n" + _REPLACE_TAGS
+ROW_LOCK_LAST = "    if body.tag_ids is not None:\n" + _REPLACE_TAGS + _LOCK_THE_ROW + _READ_TAGS
 RACES = ["pytest", "-q", "-p", "no:cacheprovider", "tests/example/test_races.py"]
 
 

@@ -25,20 +25,16 @@ MY_DB_POOL_SIZE=3
 DB_POOL_SIZE_LIMIT=7
 """
 
-NEW_ENV = """\
-# Production-like settings for local runs.
-DATABASE_URL=postgresql+asyncpg://app:s3cret=x@db:5432/app
-DATABASE_POOL_SIZE=20
-
-# DB_ECHO=true is too noisy; keep it off.
-DATABASE_ECHO=false
-export DATABASE_POOL_TIMEOUT = 2.5
-DATABASE_MAX_OVERFLOW="5"
-DATABASE_POOL_RECYCLE=600
-CREATE_TABLES=false
-MY_DB_POOL_SIZE=3
-DB_POOL_SIZE_LIMIT=7
-"""
+# What the migration makes of it, line by line: these lines renamed, every other kept as is
+# (the comment that names DB_ECHO, and the names that only contain DB_POOL_SIZE).
+EXPECTED_LINES = {
+    "DB_POOL_SIZE=20": "DATABASE_POOL_SIZE=20",
+    "DB_ECHO=false": "DATABASE_ECHO=false",
+    "export DB_POOL_TIMEOUT = 2.5": "export DATABASE_POOL_TIMEOUT = 2.5",
+    'DB_MAX_OVERFLOW="5"': 'DATABASE_MAX_OVERFLOW="5"',
+    "DB_POOL_RECYCLE=600": "DATABASE_POOL_RECYCLE=600",
+}
+NEW_ENV = "".join(f"{EXPECTED_LINES.get(line, line)}\n" for line in OLD_ENV.splitlines())
 
 
 def run_script(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

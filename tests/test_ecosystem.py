@@ -11,7 +11,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -25,7 +24,15 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from projects import ROOT, copy_of, generated_suite, mypy_cache, run, shared_rendering
+from projects import (
+    ROOT,
+    copy_of,
+    free_port,
+    generated_suite,
+    mypy_cache,
+    run,
+    shared_rendering,
+)
 from test_render import MATRIX
 
 # The interpreter a stock venv is made with: the oldest Python the template supports.
@@ -75,13 +82,6 @@ def shell(
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --- GitHub Actions --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from projects import ROOT, copy_of, shared_rendering
+from projects import ROOT, copy_of, free_port, shared_rendering
 
 CD = "cd my-service && "
 
@@ -31,13 +30,6 @@ def serve_command() -> str:
     command = found.group(1)
     assert command.count(CD) == 1, command
     return command.split(CD, 1)[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
