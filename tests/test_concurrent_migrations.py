@@ -84,7 +84,7 @@ def test_concurrent_upgrades_wait_for_one_another_and_migrate_once(
     assert [result.returncode for result in results] == [0, 0], printed
     assert printed.count("Running upgrade  -> 0001") == 1, printed
     assert printed.count("Running upgrade 0001 -> 0002") == 1, printed
-    assert printed.count("Running upgrade 0002 -> 0003") == 1, printed
+    assert printed.count("Running upgrade 0002 -> 0003_owner_subject") == 1, printed
 
     async def version() -> object:
         connection = await asyncpg.connect(dsn)
@@ -93,4 +93,4 @@ def test_concurrent_upgrades_wait_for_one_another_and_migrate_once(
         finally:
             await connection.close()
 
-    assert asyncio.run(version()) == "0003"
+    assert asyncio.run(version()) == "0003_owner_subject"

@@ -1,5 +1,6 @@
 """The scripts in hooks/ that `copier update` runs: small, idempotent, and careful with .env."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,101 @@ def test_the_script_does_nothing_without_an_env_file(
     result = run_script(tmp_path, *arguments)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- merge_revision_heads.py ------------------------------------------------------------------
+
+MERGE_SCRIPT = ROOT / "hooks" / "merge_revision_heads.py"
+REVISION = '''"""{message}"""
+
+from collections.abc import Sequence
+
+revision: str = "{revision}"
+down_revision: str | None = {down}
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+'''
+
+
+def write_revision(versions: Path, revision: str, down: str | None) -> None:
+    parent = "None" if down is None else f'"{down}"'
+    text = REVISION.format(message=revision, revision=revision, down=parent)
+    (versions / f"{revision}.py").write_text(text)
+
+
+@pytest.fixture
+def versions(tmp_path: Path) -> Path:
+    """migrations/versions of a project at 0.4.0's revisions, the example's included."""
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    write_revision(versions, "0001", None)
+    write_revision(versions, "0002", "0001")
+    return versions
+
+
+def run_merge(project: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(MERGE_SCRIPT), "migrations/versions"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_one_head_is_left_as_it_is(versions: Path) -> None:
+    write_revision(versions, "0003_owner_subject", "0002")
+    result = run_merge(versions.parent.parent)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert len(list(versions.iterdir())) == 3
+
+
+def test_the_templates_revision_and_yours_after_the_same_one_are_joined_once(
+    versions: Path,
+) -> None:
+    write_revision(versions, "0003", "0002")  # yours, numbered on 0.4.0
+    write_revision(versions, "0003_owner_subject", "0002")  # the template's, from 0.5.0
+    project = versions.parent.parent
+    first, second = run_merge(project), run_merge(project)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert "0004_merge_heads.py: joins the template's revisions and yours" in first.stdout
+    assert second.stdout == "", "a second run wrote another merge"
+    merge = (versions / "0004_merge_heads.py").read_text()
+    assert 'revision: str = "0004"\n' in merge, merge
+    assert 'down_revision: str | Sequence[str] | None = ("0003", "0003_owner_subject")' in merge
+    assert "followed 0002." in merge, merge
+    # As the project's CI checks it.
+    for check in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                *check,
+                "--isolated",
+                "--line-length",
+                "100",
+                str(versions),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_revisions_nothing_is_done(tmp_path: Path) -> None:
+    result = run_merge(tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_templates_revisions_after_0002_take_their_file_name_as_id() -> None:
+    # A bare number could be an id a project gave a revision of its own before updating.
+    versions = ROOT / "template" / "migrations" / "versions"
+    for path in versions.iterdir():
+        name = re.sub(r"\{%.*?%\}", "", path.name).removesuffix(".jinja").removesuffix(".py")
+        found = re.search(r'^revision: str = "([^"]+)"$', path.read_text(), re.M)
+        assert found, f"{path.name} declares no revision id"
+        expected = name[:4] if name[:4] in {"0001", "0002"} else name
+        assert found.group(1) == expected, f"{path.name}: want the id {expected!r}"
+        assert len(expected) <= 32, f"{path.name}: alembic_version holds 32 characters"

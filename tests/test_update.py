@@ -26,7 +26,7 @@ import asyncpg
 import pytest
 import yaml
 from packaging.version import Version
-from projects import CHECKS, ROOT, SUITE, edit, new_postgres_database, render, run
+from projects import CHECKS, ROOT, SUITE, copy_of, edit, new_postgres_database, render, run
 
 # The releases updates start from, oldest first; most tests start from the oldest. A release
 # commit is found by its tag or, in a clone without tags, by the subject of its commit.
@@ -890,7 +890,7 @@ def test_the_revision_of_the_users_table_is_numbered_and_creates_it_alone(
     assert 'op.create_table(\n        "review",' in revision, revision
     assert revision.count("op.create_table(") == 1, revision
     assert 'revision: str = "0004"' in revision, revision
-    assert 'down_revision: str | None = "0003"' in revision, revision
+    assert 'down_revision: str | None = "0003_owner_subject"' in revision, revision
 
 
 def test_the_check_shown_after_the_update_passes_once_the_code_is_followed_up(
@@ -1028,3 +1028,99 @@ def test_every_migration_runs_on_every_update_whatever_the_versions() -> None:
             f"{migration}: a migration keyed on a version is skipped in a clone without tags; "
             "key the script on what it finds in the project instead"
         )
+
+
+# --- A revision of the project's own where the template adds one ------------------------------
+
+# A table of the user's in a project generated from 0.4.0, whose revision 0.4.0 numbered
+# 0003: the number the template's next revision would have taken, were its ids numbers only.
+NOTE_MODEL = '''
+
+class Note(SQLModel, table=True):
+    """Something to remember."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(max_length=200)
+'''
+
+
+@dataclass(frozen=True)
+class OwnRevision:
+    """A 0.4.0 project with a revision and rows of its own, updated; and its database."""
+
+    update: Update
+    service: dict[str, str]
+    database: Path
+
+
+@pytest.fixture(scope="module")
+def own_revision(
+    template_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> OwnRevision:
+    project = tmp_path_factory.mktemp("own-revision") / "project"
+    generate(template_repository, project, "0.4.0")
+    edit(project / "my_service.py", "\n\n# --- Routes ---", NOTE_MODEL + "\n\n# --- Routes ---")
+    database = project / "service.db"
+    service = {"DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    for command in (
+        ["alembic", "upgrade", "head"],
+        ["alembic", "revision", "--autogenerate", "-m", "notes"],
+        ["alembic", "upgrade", "head"],
+    ):
+        step = run(command, project, environment=service)
+        assert step.returncode == 0, f"{command}\n{step.stdout}{step.stderr}"
+    assert (project / "migrations" / "versions" / "0003_notes.py").is_file()
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("INSERT INTO owner (name) VALUES ('Ada')")
+        connection.execute("INSERT INTO note (text) VALUES ('keep me')")
+    git("add", "--all", cwd=project)
+    git("commit", "--quiet", "--message", "Notes", cwd=project)
+    return OwnRevision(update(project), service, database)
+
+
+def test_the_update_joins_the_templates_revision_and_the_projects_own(
+    own_revision: OwnRevision,
+) -> None:
+    project = own_revision.update.project
+    assert not conflict_leftovers(project), own_revision.update.explain()
+    versions = sorted(path.name for path in (project / "migrations" / "versions").glob("*.py"))
+    assert "0003_notes.py" in versions, versions
+    assert "0003_owner_subject.py" in versions, versions
+    assert versions[-1] == "0004_merge_heads.py", versions
+    heads = run(["alembic", "heads"], project, environment=own_revision.service)
+    assert heads.stdout.split() == ["0004", "(head)"], heads.stdout + heads.stderr
+
+
+def test_the_database_with_rows_upgrades_past_both_and_keeps_them(
+    own_revision: OwnRevision,
+) -> None:
+    project, service = own_revision.update.project, own_revision.service
+    for command in (["alembic", "upgrade", "head"], ["alembic", "check"]):
+        step = run(command, project, environment=service)
+        assert step.returncode == 0, f"{command}\n{step.stdout}{step.stderr}"
+    with closing(sqlite3.connect(own_revision.database)) as connection:
+        assert connection.execute("SELECT text FROM note").fetchall() == [("keep me",)]
+        assert connection.execute("SELECT name, subject FROM owner").fetchall() == [("Ada", None)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("0004",)
+        ]
+
+
+def test_the_merged_revisions_pass_the_projects_checks_and_migration_tests(
+    own_revision: OwnRevision, tmp_path: Path
+) -> None:
+    project = own_revision.update.project
+    merge = "migrations/versions/0004_merge_heads.py"
+    for command in (*CHECKS[:2], ["mypy", "--cache-dir", "/dev/null", "."]):
+        result = run([*command[:-1], merge], project)
+        assert result.returncode == 0, result.stdout + result.stderr
+    migrations = ["pytest", "-q", "-p", "no:cacheprovider", "tests/kit/test_migrations.py"]
+    result = run(migrations, project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The project's next revision follows the merge, numbered after it.
+    copy = copy_of(project, tmp_path / "project")
+    empty = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"}
+    for command in (["alembic", "upgrade", "head"], ["alembic", "revision", "-m", "next"]):
+        step = run(command, copy, environment=empty)
+        assert step.returncode == 0, f"{command}\n{step.stdout}{step.stderr}"
+    assert (copy / "migrations" / "versions" / "0005_next.py").is_file()

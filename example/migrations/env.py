@@ -47,15 +47,18 @@ def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | 
 def number_the_revision(
     migration: MigrationContext, revision: object, directives: list[MigrationScript]
 ) -> None:
-    """Number a new revision after the last one: 0003 after 0002, in its id and file name.
+    """Number a new revision after the last one: 0005 after 0004, in its id and file name.
 
     ``alembic revision`` would name it with a random id (``19d9ba4d221d``); numbers keep
     the files in the order they apply. ``file_template`` in alembic.ini names the file
-    after the id.
+    after the id. The template's own revisions since 0.5.0 carry their name in their id
+    (``0003_owner_subject``): they count for the numbering, and never take an id of yours.
     """
     scripts = ScriptDirectory.from_config(config)
     numbers = [
-        int(script.revision) for script in scripts.walk_revisions() if script.revision.isdigit()
+        int(script.revision[:4])
+        for script in scripts.walk_revisions()
+        if script.revision[:4].isdigit()
     ]
     for directive in directives:
         directive.rev_id = f"{max(numbers, default=0) + 1:04d}"
