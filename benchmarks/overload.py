@@ -96,29 +96,26 @@ async def open_loop(port: int, rate: float, seconds: float) -> list[Response]:
     rng = random.Random(SEED)
     results: list[Response] = []
     idle: list[Connection] = []
-    running: set[asyncio.Task[None]] = set()
 
     async def send(scheduled: float, path: str) -> None:
         connection = idle.pop() if idle else Connection(HOST, port, CLIENT_TIMEOUT)
-        response = await connection.request("GET", path)
+        response = await connection.request("GET", path)  # errors come back as responses
         response.seconds = time.perf_counter() - scheduled
         results.append(response)
         idle.append(connection)
 
     start = time.perf_counter()
     scheduled = start
-    while True:
-        scheduled += rng.expovariate(rate)
-        if scheduled >= start + seconds:
-            break
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(send(scheduled, list_path(rng)))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    if running:
-        await asyncio.wait(running)
+    # The group waits for the requests still in flight when the arrivals stop.
+    async with asyncio.TaskGroup() as sending:
+        while True:
+            scheduled += rng.expovariate(rate)
+            if scheduled >= start + seconds:
+                break
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sending.create_task(send(scheduled, list_path(rng)))
     for connection in idle:
         connection.close()
     return results
