@@ -20,24 +20,33 @@ on plain asyncio streams (HTTP/1.1, keep-alive). Each process measures its own C
 when one was busy nearly all the run, the client, not the service, set the pace, and the
 report says so. A request unanswered after ``--timeout`` seconds counts as a timeout.
 Queries per request come from the ``Server-Timing`` header (``db;dur=..;desc="N queries"``).
+While it runs, a line on the terminal (standard error) shows the requests, 2xx a second,
+503s, failures and the p99 so far; the table follows once the run ends.
 """
 
 import argparse
 import asyncio
 import concurrent.futures
 import itertools
+import multiprocessing
+import queue
 import random
 import re
 import statistics
+import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TextIO
 from urllib.parse import urlsplit
 
 _QUERIES = re.compile(r'desc="(\d+) queries"')
 # A process busier than this was the bottleneck, or close enough to distort the figures.
 CLIENT_BUSY = 0.85
+# Seconds between two updates of the live line, and the most latencies its p99 sorts.
+PROGRESS_INTERVAL = 0.5
+PROGRESS_SAMPLE = 10_000
 MODELS = ("storm", "polite", "open")
 
 
@@ -81,6 +90,20 @@ class ProcessReport:
     wall_seconds: float
     cpu_seconds: float
     late_sends: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One process's figures so far, for the live line."""
+
+    requests: int
+    admitted: int
+    refused: int
+    failed: int
+    p99_ms: float
+
+
+Report = Callable[[int, Progress], None]
 
 
 @dataclass
@@ -242,27 +265,116 @@ async def _open_loop(
         connection.close()
 
 
-def run_process(plan: Plan) -> ProcessReport:
-    """Run one process's share of the load and measure its own CPU time."""
+def _progress(stats: dict[str, RouteStats], rng: random.Random) -> Progress:
+    admitted = [latency for route in stats.values() for latency in route.admitted]
+    # A sample bounds the cost of each update, which the client's own CPU pays.
+    sample = admitted if len(admitted) <= PROGRESS_SAMPLE else rng.sample(admitted, PROGRESS_SAMPLE)
+    return Progress(
+        requests=sum(route.requests for route in stats.values()),
+        admitted=len(admitted),
+        refused=sum(route.statuses[503] for route in stats.values()),
+        failed=sum(route.errors + route.timeouts for route in stats.values()),
+        p99_ms=_percentile_ms(sample, 99),
+    )
+
+
+async def _load(
+    plan: Plan, stats: dict[str, RouteStats], late: list[float], number: int, report: Report
+) -> None:
+    deadline = time.perf_counter() + plan.duration
+    if plan.model == "open":
+        running = asyncio.create_task(_open_loop(plan, stats, deadline, late))
+    else:
+        running = asyncio.create_task(_closed_loop(plan, stats, deadline))
+    rng = random.Random(plan.seed)
+    while not running.done():
+        await asyncio.wait([running], timeout=PROGRESS_INTERVAL)
+        report(number, _progress(stats, rng))
+    await running
+
+
+def run_process(plan: Plan, number: int = 0, report: Report | None = None) -> ProcessReport:
+    """Run one process's share of the load and measure its own CPU time; hand ``report``
+    this process's figures so far every ``PROGRESS_INTERVAL`` seconds.
+    """
     stats = {url: RouteStats() for url in plan.urls}
     late: list[float] = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    deadline = started + plan.duration
-    if plan.model == "open":
-        asyncio.run(_open_loop(plan, stats, deadline, late))
-    else:
-        asyncio.run(_closed_loop(plan, stats, deadline))
+    asyncio.run(_load(plan, stats, late, number, report or _to_parent))
     return ProcessReport(
         stats, time.perf_counter() - started, time.process_time() - cpu_started, late
     )
 
 
-def run(plans: Sequence[Plan]) -> list[ProcessReport]:
-    """Run each plan in a process of its own, all at once."""
-    if len(plans) == 1:
-        return [run_process(plans[0])]
-    with concurrent.futures.ProcessPoolExecutor(len(plans)) as pool:
-        return list(pool.map(run_process, plans))
+# Where a load process sends its figures so far: set in each process the pool starts.
+_parent: "multiprocessing.Queue[tuple[int, Progress]] | None" = None
+
+
+def _report_to(progress: "multiprocessing.Queue[tuple[int, Progress]]") -> None:
+    global _parent
+    _parent = progress
+
+
+def _to_parent(number: int, progress: Progress) -> None:
+    if _parent is not None:
+        _parent.put((number, progress))
+
+
+class LiveLine:
+    """One line on a terminal, rewritten with the figures so far of every process."""
+
+    def __init__(self, duration: float, output: TextIO) -> None:
+        self.duration = duration
+        self.output = output
+        self.started = time.perf_counter()
+        self.latest: dict[int, Progress] = {}
+        self.shown = output.isatty()
+
+    def update(self, number: int, progress: Progress) -> None:
+        """Take one process's figures and show the sum of every process's."""
+        self.latest[number] = progress
+        if not self.shown:
+            return
+        figures = self.latest.values()
+        elapsed = min(time.perf_counter() - self.started, self.duration)
+        requests = sum(figure.requests for figure in figures)
+        goodput = sum(figure.admitted for figure in figures) / max(elapsed, 1e-9)
+        refused = sum(figure.refused for figure in figures)
+        failed = sum(figure.failed for figure in figures)
+        # Each process's own p99; the slowest stands for all.
+        p99 = max((figure.p99_ms for figure in figures if figure.admitted), default=0.0)
+        line = (
+            f"{elapsed:4.0f}/{self.duration:.0f} s  {requests} requests  {goodput:.0f} 2xx/s  "
+            f"{refused} 503s  {failed} failed  p99 so far {p99:.1f} ms"
+        )
+        self.output.write(f"\r{line}\x1b[K")
+        self.output.flush()
+
+    def close(self) -> None:
+        """Clear the line, for the report."""
+        if self.shown and self.latest:
+            self.output.write("\r\x1b[K")
+            self.output.flush()
+
+
+def run(plans: Sequence[Plan], live: LiveLine) -> list[ProcessReport]:
+    """Run each plan in a process of its own, all at once, showing the figures so far."""
+    try:
+        if len(plans) == 1:
+            return [run_process(plans[0], 0, live.update)]
+        progress: multiprocessing.Queue[tuple[int, Progress]] = multiprocessing.Queue()
+        with concurrent.futures.ProcessPoolExecutor(
+            len(plans), initializer=_report_to, initargs=(progress,)
+        ) as pool:
+            running = [pool.submit(run_process, plan, number) for number, plan in enumerate(plans)]
+            while not all(future.done() for future in running):
+                try:
+                    live.update(*progress.get(timeout=PROGRESS_INTERVAL))
+                except queue.Empty:
+                    continue
+            return [future.result() for future in running]
+    finally:
+        live.close()
 
 
 def _percentile_ms(values: list[float], percent: float) -> float:
@@ -353,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for number in range(processes)
     ]
-    reports = run(plans)
+    reports = run(plans, LiveLine(args.duration, sys.stderr))
     print(report(reports, max(process.wall_seconds for process in reports)))
 
 
