@@ -35,9 +35,10 @@ import os
 from pathlib import Path
 
 import processes
+from charts import beside, routes_chart
 from overload_tenfold import Overload, measure_overload
 from parallel_writers import WRITERS, WriterCheck, parallel_writers
-from report import Results, access_document, document
+from report import ROUTE_LABELS, Results, access_document, document
 from servers import BENCHMARKS, CLIENT_CORE, Server, serving
 from testbed import (
     DEFAULT_POSTGRES,
@@ -53,6 +54,8 @@ from throughput import Matrix, run_matrix
 
 TARGET = f"{MODULE}:app"
 POOL_SIZE = 10
+# The measuring steps a whole run takes, each announced as it starts ("step 2 of 4: ...").
+STEPS = 4
 # The overload servers: the service with its guard, and the guard off behind uvicorn's limit.
 GUARDED, LIMITED = "ours", "ours, guard off, --limit-concurrency"
 
@@ -65,6 +68,9 @@ def main() -> None:
         base, throughput = environments(bed, args.connections)
         service = Service.read(bed.project, base, POOL_SIZE)
         routes, matrix = measure_routes(bed, base, throughput if service.has_guard else base, args)
+        if args.output:
+            chart = beside(args.output, "routes")
+            routes_chart(matrix, routes, ROUTE_LABELS, args.connections, chart)
         if args.only == "access":
             text = access_document(matrix, routes, args, bed.tag_links, bed.minutes())
             report(text, args.output)
@@ -142,7 +148,8 @@ def measure_routes(
             "batch": [ours],
         }
     with serving(bed.work, *servers):
-        print("throughput and latency (wrk)", flush=True)
+        steps = 1 if args.only == "access" else STEPS
+        print(f"step 1 of {steps}: throughput and latency (wrk)", flush=True)
         matrix = run_matrix(routes, args.connections, args.repeats, args.seconds)
     names = {route: [server.name for server in servers] for route, servers in routes.items()}
     return names, matrix
@@ -158,12 +165,12 @@ def measure_overload_and_writers(
         ["--limit-concurrency", str(service.capacity + service.waiting)],
     )  # fmt: skip
     with serving(bed.work, guarded):
-        print("overload", flush=True)
+        print(f"step 2 of {STEPS}: overload", flush=True)
         with serving(bed.work, limited):
             overload = measure_overload(
                 [guarded, limited], service.capacity, args.repeats, args.overload_seconds
             )
-        print("parallel writers", flush=True)
+        print(f"step 3 of {STEPS}: parallel writers", flush=True)
         writers = parallel_writers(guarded, bed.dsn, WRITERS, args.writers_seconds)
     return overload, writers
 
@@ -172,7 +179,7 @@ def measure_several_processes(
     bed: Testbed, base: dict[str, str], throughput: dict[str, str], args: argparse.Namespace
 ) -> processes.SeveralProcesses:
     """Step 7, at the largest connection count."""
-    print("several processes", flush=True)
+    print(f"step 4 of {STEPS}: several processes", flush=True)
     return processes.several_processes(
         bed, base, throughput, max(args.connections), args.repeats, args.seconds,
         args.invalidations,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
+from charts import beside, overload_chart
 from dataset import PAGE, SEED, list_path
 from loadclient import CLIENT_TIMEOUT, Connection, LoadResult, Response, check_access, percentile
 from servers import CLIENT_CORE, HOST, Server, serving
@@ -179,7 +180,9 @@ def guard_counters(server: Server) -> dict[str, float]:
     return counters
 
 
-SCENARIOS = ("storm", "polite", "open 1.5x", "open 3x", "open 10x", "burst")
+# Open-loop arrivals at these multiples of the capacity measured first.
+OPEN_LOADS = (1.5, 3, 10)
+SCENARIOS = ("storm", "polite", *(f"open {factor:g}x" for factor in OPEN_LOADS), "burst")
 
 
 def run_server(
@@ -199,7 +202,7 @@ def run_server(
             "storm": measure(server, lambda: closed_loop(server.port, many, args.seconds, False)),
             "polite": measure(server, lambda: closed_loop(server.port, many, args.seconds, True)),
         }
-        for factor in (1.5, 3, 10):
+        for factor in OPEN_LOADS:
             outcomes[f"open {factor:g}x"] = measure(
                 server, lambda factor=factor: open_loop(server.port, rate * factor, args.seconds)
             )
@@ -302,6 +305,7 @@ def main() -> None:
     print("\n" + text)
     if args.output:
         args.output.write_text(text + "\n")
+        overload_chart(results, OPEN_LOADS, beside(args.output, "overload"))
 
 
 def servers_to_measure(bed: Testbed, args: argparse.Namespace) -> list[Server]:

@@ -10,6 +10,7 @@ import json
 import random
 import re
 import statistics
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,8 @@ def run_matrix(
 ) -> Matrix:
     """Measure each route on its servers at each connection count, ``repeats`` times."""
     matrix = Matrix()
+    total = sum(len(servers) for servers in routes.values()) * len(connection_counts) * repeats
+    started = time.perf_counter()
     for route, servers in routes.items():
         for server in servers:
             matrix.queries[route, server.name] = queries_per_request(server, route)
@@ -67,10 +70,13 @@ def run_matrix(
                 for server in servers:
                     point = wrk(server, route, connections, seconds)
                     matrix.points.setdefault((route, connections, server.name), []).append(point)
+                    done = sum(len(points) for points in matrix.points.values())
+                    left = (time.perf_counter() - started) / done * (total - done) / 60
                     print(
                         f"  {route:8} c={connections:<3} rep {repetition + 1}  {server.name:9} "
                         f"{point.rps:8.0f} req/s  p99 {point.p99_ms:7.1f} ms  "
-                        f"non-2xx {point.non2xx}  CPU {point.cpu_ms:.2f} ms/req",
+                        f"non-2xx {point.non2xx}  CPU {point.cpu_ms:.2f} ms/req  "
+                        f"[{done}/{total}, about {left:.1f} min left of these]",
                         flush=True,
                     )
     return matrix
