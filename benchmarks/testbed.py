@@ -37,11 +37,9 @@ DEFAULT_POSTGRES = os.environ.get(
 NPLUS1_PATCHES = [
     (
         "    if tags:\n"
-        '        postgresql = connection.dialect.name == "postgresql"\n'
-        "        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN\n"
-        '        links = await connection.execute(statement, {"item_ids": list(tags)})\n',
+        '        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})\n',
         "    for one_item in list(tags):\n"
-        '        links = await connection.execute(_TAGS_OF_ITEMS_ANY, {"item_ids": [one_item]})\n',
+        '        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [one_item]})\n',
     ),
 ]
 

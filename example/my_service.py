@@ -25,7 +25,8 @@ update`` keeps improving it, and you rarely need to edit it.
     Access                     bearer tokens checked, each route's rule enforced
     Error contract             the one error shape; every route's statuses in OpenAPI
     App factory                ``KitSettings`` and ``build_app``: the parts, in order
-    For your routes            dependencies, ``@query_budget(n)``, ``@access``, types, answers
+    For your routes            dependencies, ``@query_budget(n)``, ``@access``, types,
+                               statements for both databases, answers
 Each part's section holds all of it: its settings, its counters, its classes, and the
 function that installs it into the app.
 Below it, yours: your settings, models, routes, background work, and ``create_app``, which
@@ -112,6 +113,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -125,8 +127,6 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext, ExecutionContext
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -137,9 +137,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import QueryableAttribute, SessionTransaction
 from sqlalchemy.orm import Session as SyncSession
-from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.base import SyntaxExtension
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.util import await_only
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -192,6 +196,7 @@ __all__ = [
     "RequestBodyLimit",
     "RequestBodyStats",
     "RequestObserver",
+    "RowAnswer",
     "SchemaBehind",
     "SendDeadline",
     "SessionDep",
@@ -201,6 +206,7 @@ __all__ = [
     "WholeNumber",
     "access",
     "access_of",
+    "any_of",
     "api_routes",
     "app",
     "budget_of",
@@ -216,6 +222,7 @@ __all__ = [
     "json_response",
     "key_column",
     "mint_token",
+    "on_conflict_update",
     "query_budget",
     "record_queries",
     "router",
@@ -4328,8 +4335,8 @@ def build_app(
 # --- For your routes --------------------------------------------------------------------
 # What your models and routes use of the kit, in one place: the dependencies, the two
 # things every route declares (its budget and who may call it), the column and input types,
-# and the answers. (Offloader, CoalescingRefresher and the cache's API are their parts'; see
-# those sections.)
+# the statements written once for both databases, and the answers. (Offloader,
+# CoalescingRefresher and the cache's API are their parts'; see those sections.)
 
 # A route's dependencies: a write session, the AUTOCOMMIT reads, the cache, the offload
 # pool, and the caller its token names (ANONYMOUS on a public route).
@@ -4415,6 +4422,134 @@ def key_column() -> "Column[int]":
     another row).
     """
     return Column(BigKey, Identity(), primary_key=True)
+
+
+# Statements are written once for both databases; the kit renders what differs for the one
+# it runs on, so no route asks which that is.
+
+
+def any_of(column: sa.SQLColumnExpression[Any], name: str) -> sa.ColumnElement[bool]:
+    """``column`` is one of the list bound as ``name``: ``any_of(col(Item.id), "item_ids")``.
+
+    ``= ANY(:name)`` on PostgreSQL, the list sent as one array: one statement text, and one
+    prepared plan, whatever its length. An expanded ``IN (...)`` on SQLite, which has no
+    arrays. An empty list matches no row on both.
+    """
+    # A model's attribute stands for its column; the statement cache keys on the column.
+    element = column.expression if isinstance(column, QueryableAttribute) else column
+    return _AnyOf(cast(sa.ColumnElement[Any], element), name)
+
+
+class _AnyOf(sa.ColumnElement[bool]):
+    # What the compiled-statement cache keys on: two lists of the same column and name are
+    # one statement.
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy annotates it without ClassVar)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("name", InternalTraversal.dp_string),
+    ]
+    type = Boolean()
+    # A comparison, not a boolean column: SQLite would otherwise get "... IN (...) = 1".
+    _is_implicitly_boolean = True
+
+    def __init__(self, column: sa.ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.name = name
+
+
+@compiles(_AnyOf)
+def _in_list(element: _AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
+    listed: sa.BindParameter[Any] = sa.bindparam(element.name, expanding=True)
+    return compiler.process(element.column.in_(listed), **kw)
+
+
+@compiles(_AnyOf, "postgresql")
+def _any_of_array(element: _AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
+    array = sa.bindparam(element.name, type_=ARRAY(element.column.type))
+    return compiler.process(element.column == sa.any_(array), **kw)
+
+
+def on_conflict_update(key: Sequence[str], columns: Sequence[str]) -> SyntaxExtension:
+    """Make an INSERT an upsert: ``sa.insert(Summary).values(...).ext(on_conflict_update(
+    ["owner_id"], ["item_count"]))`` updates ``columns`` of the row whose ``key`` (a
+    unique index's columns) is taken, from the values the INSERT brought.
+
+    ``ON CONFLICT (key) DO UPDATE SET column = excluded.column``, which PostgreSQL and
+    SQLite both speak. On SQLite, an ``INSERT ... SELECT`` upsert needs a WHERE in its
+    SELECT (without one, SQLite reads ON as a join's).
+    """
+    return _OnConflictUpdate(key, columns)
+
+
+class _OnConflictUpdate(SyntaxExtension, sa.ClauseElement):
+    _traverse_internals = [  # noqa: RUF012 (as above)
+        ("key", InternalTraversal.dp_string_list),
+        ("columns", InternalTraversal.dp_string_list),
+    ]
+
+    def __init__(self, key: Sequence[str], columns: Sequence[str]) -> None:
+        self.key = list(key)
+        self.columns = list(columns)
+
+    def apply_to_insert(self, insert_stmt: sa.Insert) -> None:
+        insert_stmt.apply_syntax_extension_point(self.append_replacing_same_type, "post_values")
+
+
+@compiles(_OnConflictUpdate)
+def _on_conflict_update(element: _OnConflictUpdate, compiler: SQLCompiler, **kw: Any) -> str:
+    quote = compiler.preparer.quote
+    key = ", ".join(quote(name) for name in element.key)
+    updated = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in element.columns)
+    return f"ON CONFLICT ({key}) DO UPDATE SET {updated}"
+
+
+class RowAnswer:
+    """Builds ``model``'s answer from a row of ``statement`` by column name, keys in the
+    model's field order: ``item_answer = RowAnswer(ItemRead, _ITEM_ROWS, given=["tags"])``,
+    then ``item_answer(row, tags=tags)``.
+
+    A field that is a model itself reads the columns named ``<field>_<its field>``
+    (``owner_id`` and ``owner_name`` for ``owner: OwnerRead``); the ``given`` fields come
+    with each call. Checked when built, so at import: a field the statement selects no
+    column for is a TypeError naming it. Rows are not validated: they hold what the
+    database's constraints allow, and model instances would only cost time.
+    """
+
+    def __init__(
+        self, model: type[BaseModel], statement: sa.ReturnsRows, *, given: Sequence[str] = ()
+    ) -> None:
+        places = {name: index for index, name in enumerate(statement.exported_columns.keys())}
+        self._plan: list[tuple[str, int | tuple[tuple[str, int], ...] | None]] = []
+        missing: list[str] = []
+        for name, info in model.model_fields.items():
+            if name in given:
+                self._plan.append((name, None))
+                continue
+            nested = info.annotation
+            if isinstance(nested, type) and issubclass(nested, BaseModel):
+                columns = [(field, f"{name}_{field}") for field in nested.model_fields]
+                missing += [column for _, column in columns if column not in places]
+                self._plan.append((name, tuple((f, places.get(c, -1)) for f, c in columns)))
+            else:
+                if name not in places:
+                    missing.append(name)
+                self._plan.append((name, places.get(name, -1)))
+        unknown = sorted(set(given) - model.model_fields.keys())
+        problems = [f"no column for {missing}: select them, labelled as named"] if missing else []
+        problems += [f"{model.__name__} has no fields {unknown}"] if unknown else []
+        if problems:
+            selected = ", ".join(statement.exported_columns.keys())
+            raise TypeError(f"{model.__name__} from {selected}: {'; '.join(problems)}")
+
+    def __call__(self, row: Sequence[Any], /, **given: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = {}
+        for name, place in self._plan:
+            if place is None:
+                answer[name] = given[name]
+            elif isinstance(place, int):
+                answer[name] = row[place]
+            else:
+                answer[name] = {field: row[index] for field, index in place}
+        return answer
 
 
 # Every value the API accepts must be one the database can store: a value it cannot is a
@@ -4811,10 +4946,260 @@ TAGS_WRITE = "tags:write"
 ITEMS_WRITE = "items:write"
 ADMIN = "admin"
 
+# Each resource's statements are built once, beside its routes. Reads select only the
+# columns their answers need, as rows rather than ORM objects: nothing to hydrate, track or
+# expire (SQLAlchemy's select, sa.select, types any number of columns), and RowAnswer
+# builds each answer from its read model by column name. Writes send Core statements
+# through the request's session, the models staying the schema and the validation: nothing
+# goes through the ORM's unit of work, which was most of a write's time (55% of a create's
+# samples). INSERT and UPDATE return what the answer needs, so no write reads its rows back.
 
-# The read routes' statements, built once. Reads select only the columns their responses
-# return, as rows rather than ORM objects: nothing to hydrate, track or expire. They use
-# SQLAlchemy's select (sa.select), which types any number of columns.
+# A list's query parameters, the same for every resource: keyset pages, by id.
+After = Annotated[Cursor, Query(description="the last id of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+# Whether the caller may change an owner's items: the owner is theirs, or they hold ADMIN.
+# Each write puts it in its own WHERE, so the rule costs no statement, and another caller's
+# owner or item is not found (a 404, or an unknown owner's 422): whether it exists is no
+# business of theirs. (_changer gives the two parameters.)
+_CALLERS_OWNER = sa.or_(
+    sa.bindparam("admin", type_=sa.Boolean()), col(Owner.subject) == sa.bindparam("subject")
+)
+_CALLERS_ITEM = sa.or_(
+    sa.bindparam("admin", type_=sa.Boolean()),
+    sa.exists().where(
+        col(Owner.id) == col(Item.owner_id), col(Owner.subject) == sa.bindparam("subject")
+    ),
+)
+
+
+def _changer(caller: Caller) -> dict[str, Any]:
+    # The parameters of _CALLERS_OWNER and _CALLERS_ITEM.
+    return {"subject": caller.subject, "admin": ADMIN in caller.scopes}
+
+
+def _not_found(kind: str, key: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} has id {key}")
+
+
+def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    # Every list answers the same shape; a short page is the last one.
+    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+
+async def _read_page(
+    reads: AsyncEngine, statement: Select[Any], after: int, limit: int
+) -> Response:
+    async with reads.connect() as connection:
+        rows = (await connection.execute(statement, {"after": after, "limit": limit})).all()
+    return json_response(_page([row._asdict() for row in rows], limit))
+
+
+async def _read_one(reads: AsyncEngine, statement: Select[Any], kind: str, key: int) -> Response:
+    # One row by its key (the statement's "id" parameter), or a 404 naming what is missing.
+    async with reads.connect() as connection:
+        row = (await connection.execute(statement, {"id": key})).first()
+    if row is None:
+        raise _not_found(kind, key)
+    return json_response(row._asdict())
+
+
+async def _insert_named(
+    session: AsyncSession, statement: sa.Insert, values: dict[str, Any], kind: str
+) -> Row[Any]:
+    # Names are unique: a taken one is a 409 that says so.
+    connection = await session.connection()
+    try:
+        row = (await connection.execute(statement, values)).one()
+        await session.commit()
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{kind} named {values['name']!r} already exists"
+        ) from None
+    return row
+
+
+# -- Owner summaries ---------------------------------------------------------------------
+
+# Refreshed after the response. Writes only mark their owner; the app's CoalescingRefresher
+# recomputes the marked owners together, shortly after, in one statement that reads their
+# live items by owner and upserts their summary rows.
+_SUMMARY_ROWS: Select[*tuple[Any, ...]] = (
+    sa.select(
+        col(Owner.id),
+        sa.func.count(col(Item.id)),
+        sa.func.coalesce(sa.func.sum(col(Item.price_cents)), 0),
+        sa.bindparam("refreshed_at", type_=UTCDateTime()),
+    )
+    .outerjoin(Item, (col(Item.owner_id) == col(Owner.id)) & ~col(Item.archived))
+    .group_by(col(Owner.id))
+)
+_SUMMARY_COLUMNS = ["owner_id", "item_count", "total_price_cents", "refreshed_at"]
+_REFRESH_SUMMARIES = (
+    sa.insert(OwnerSummary)
+    .from_select(_SUMMARY_COLUMNS, _SUMMARY_ROWS.where(any_of(col(Owner.id), "owner_ids")))
+    .ext(on_conflict_update(_SUMMARY_COLUMNS[:1], _SUMMARY_COLUMNS[1:]))
+)
+
+
+async def refresh_owner_summaries(engine: AsyncEngine, owner_ids: frozenset[int]) -> None:
+    """Recompute the summaries of ``owner_ids`` from their live items, in one statement.
+
+    An upsert, so that two processes refreshing the same owner at once both succeed.
+    """
+    parameters = {"owner_ids": sorted(owner_ids), "refreshed_at": _utcnow()}
+    async with engine.begin() as connection:
+        await connection.execute(_REFRESH_SUMMARIES, parameters)
+
+
+async def get_summaries(request: Request) -> CoalescingRefresher:
+    """The app's refresher of owner summaries: ``mark(owner_id)`` after a write commits."""
+    return cast(CoalescingRefresher, request.app.state.summaries)
+
+
+SummariesDep = Annotated[CoalescingRefresher, Depends(get_summaries)]
+
+
+@asynccontextmanager
+async def refresh_summaries(app: FastAPI) -> AsyncIterator[None]:
+    """Run the refresher of owner summaries for as long as the app runs."""
+    settings: Settings = app.state.settings
+    summaries = app.state.summaries = CoalescingRefresher(
+        "owner summaries",
+        functools.partial(refresh_owner_summaries, app.state.engine),
+        settings.summary_refresh_delay,
+    )
+    summaries.start()
+    try:
+        yield
+    finally:
+        # Before the engine goes: pending refreshes still need the database. A few seconds,
+        # well inside the grace period process managers give a stopping service.
+        await summaries.stop(grace=5.0)
+
+
+# -- Owners ------------------------------------------------------------------------------
+
+_OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
+_OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("id"))
+_OWNERS_PAGE = (
+    _OWNER_ROWS.where(col(Owner.id) > sa.bindparam("after"))
+    .order_by(col(Owner.id))
+    .limit(sa.bindparam("limit"))
+)
+
+# An owner without a summary row yet (none refreshed since it was created) reads as empty.
+_OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
+    sa.select(
+        col(Owner.id).label("owner_id"),
+        sa.func.coalesce(col(OwnerSummary.item_count), 0).label("item_count"),
+        sa.func.coalesce(col(OwnerSummary.total_price_cents), 0).label("total_price_cents"),
+        col(OwnerSummary.refreshed_at),
+    )
+    .outerjoin(OwnerSummary, col(OwnerSummary.owner_id) == col(Owner.id))
+    .where(col(Owner.id) == sa.bindparam("id"))
+)
+
+_INSERT_OWNER = sa.insert(Owner).returning(col(Owner.id), col(Owner.name))
+
+
+@router.post(
+    "/owners",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OwnerRead,
+    responses=error_responses(409),
+)
+@query_budget(1)
+@access(OWNERS_WRITE)
+async def create_owner(
+    body: OwnerCreate, session: SessionDep, summaries: SummariesDep, caller: CallerDep
+) -> Response:
+    """Create an owner, the caller's; names are unique."""
+    values = {"name": body.name, "subject": caller.subject}
+    owner = await _insert_named(session, _INSERT_OWNER, values, "an owner")
+    # A new owner gets its (empty) summary row.
+    summaries.mark(owner.id)
+    return json_response(owner._asdict(), status.HTTP_201_CREATED)
+
+
+@router.get("/owners", response_model=OwnerPage)
+@query_budget(1)
+@access(AUTHENTICATED)
+async def list_owners(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
+    """List owners by id, a page at a time."""
+    return await _read_page(reads, _OWNERS_PAGE, after, limit)
+
+
+@router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
+@query_budget(1)
+@access(AUTHENTICATED)
+async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
+    """One owner."""
+    return await _read_one(reads, _OWNER_BY_ID, "owner", owner_id)
+
+
+@router.get(
+    "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
+)
+@query_budget(1)
+@access(AUTHENTICATED)
+async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
+    """How many live items an owner has and what they cost together.
+
+    Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
+    read costs one primary-key lookup however many items the owner has, and may trail the
+    latest writes by that delay.
+    """
+    return await _read_one(reads, _OWNER_SUMMARY, "owner", owner_id)
+
+
+# -- Tags --------------------------------------------------------------------------------
+
+_TAG_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Tag.id), col(Tag.name))
+_TAG_BY_ID = _TAG_ROWS.where(col(Tag.id) == sa.bindparam("id"))
+_TAGS_PAGE = (
+    _TAG_ROWS.where(col(Tag.id) > sa.bindparam("after"))
+    .order_by(col(Tag.id))
+    .limit(sa.bindparam("limit"))
+)
+_INSERT_TAG = sa.insert(Tag).returning(col(Tag.id), col(Tag.name))
+
+# Tags by id, to check that each exists and to answer their names.
+_TAGS_BY_ID = _TAG_ROWS.where(any_of(col(Tag.id), "tag_ids")).order_by(col(Tag.id))
+
+
+@router.post(
+    "/tags",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TagRead,
+    responses=error_responses(409),
+)
+@query_budget(1)
+@access(TAGS_WRITE)
+async def create_tag(body: TagCreate, session: SessionDep) -> Response:
+    """Create a tag; names are unique."""
+    tag = await _insert_named(session, _INSERT_TAG, {"name": body.name}, "a tag")
+    return json_response(tag._asdict(), status.HTTP_201_CREATED)
+
+
+@router.get("/tags", response_model=TagPage)
+@query_budget(1)
+@access(PUBLIC)
+async def list_tags(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
+    """List tags by id, a page at a time."""
+    return await _read_page(reads, _TAGS_PAGE, after, limit)
+
+
+@router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
+@query_budget(1)
+@access(PUBLIC)
+async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
+    """One tag."""
+    return await _read_one(reads, _TAG_BY_ID, "tag", tag_id)
+
+
+# -- Items -------------------------------------------------------------------------------
+
 _ITEM_COLUMNS = (
     col(Item.id),
     col(Item.name),
@@ -4852,92 +5237,34 @@ _ITEMS_PAGES = {
     (True, False): _ITEMS_PAGE,
     (True, True): _ITEMS_PAGE_OF_OWNER,
 }
+# Their rows answer as ItemRead by column name: a field added to ItemRead and not selected
+# here stops the module at import, naming it.
+_ITEM_ANSWER = RowAnswer(ItemRead, _ITEM_ROWS, given=["tags"])
+_ITEM_WITH_TAGS_ANSWER = RowAnswer(ItemRead, _ITEM_WITH_TAGS_BY_ID, given=["tags"])
+
 # The tags of a page of items, ordered as the link table's primary key (item_id, tag_id) so
-# that its index gives the order. PostgreSQL takes the ids as one array, = ANY($1): one
-# statement text for every page size, with nothing to expand per request; SQLite has no
-# arrays and takes an IN list.
+# that its index gives the order. The ids go as one list (any_of): one statement text for
+# every page size.
 _TAGS_OF_ITEMS: Select[*tuple[Any, ...]] = (
     sa.select(col(ItemTagLink.item_id), col(Tag.id), col(Tag.name))
     .join(Tag)
+    .where(any_of(col(ItemTagLink.item_id), "item_ids"))
     .order_by(col(ItemTagLink.item_id), col(ItemTagLink.tag_id))
 )
-_TAGS_OF_ITEMS_IN = _TAGS_OF_ITEMS.where(
-    col(ItemTagLink.item_id).in_(sa.bindparam("item_ids", expanding=True))
-)
-_TAGS_OF_ITEMS_ANY = _TAGS_OF_ITEMS.where(
-    col(ItemTagLink.item_id) == sa.any_(sa.bindparam("item_ids", type_=ARRAY(BigInteger)))
-)
-_OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
-_OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("owner_id"))
-_OWNERS_PAGE = (
-    _OWNER_ROWS.where(col(Owner.id) > sa.bindparam("after"))
-    .order_by(col(Owner.id))
-    .limit(sa.bindparam("limit"))
-)
-_TAG_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Tag.id), col(Tag.name))
-_TAG_BY_ID = _TAG_ROWS.where(col(Tag.id) == sa.bindparam("tag_id"))
-_TAGS_PAGE = (
-    _TAG_ROWS.where(col(Tag.id) > sa.bindparam("after"))
-    .order_by(col(Tag.id))
-    .limit(sa.bindparam("limit"))
-)
-# One column: SQLModel's select types it as well.
-_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
-# The export's batches: keyset pages of an owner's items by id, archived ones included, so
-# the index on owner_id finds them (the partial index holds live items only).
-_EXPORT_PAGE = (
-    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
-    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
-    .order_by(col(Item.id))
-    .limit(sa.bindparam("limit"))
-)
-# An owner without a summary row yet (none refreshed since it was created) reads as empty.
-_OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
-    sa.select(
-        col(Owner.id).label("owner_id"),
-        sa.func.coalesce(col(OwnerSummary.item_count), 0).label("item_count"),
-        sa.func.coalesce(col(OwnerSummary.total_price_cents), 0).label("total_price_cents"),
-        col(OwnerSummary.refreshed_at),
-    )
-    .outerjoin(OwnerSummary, col(OwnerSummary.owner_id) == col(Owner.id))
-    .where(col(Owner.id) == sa.bindparam("owner_id"))
-)
 
-# The write routes' statements, built once too. Writes send Core statements through the
-# request's session, the models staying the schema and the validation: nothing goes through
-# the ORM's unit of work, which was most of a write's time (55% of a create's samples).
-# INSERT and UPDATE return what the response needs, so no write reads its rows back.
-_INSERT_OWNER = sa.insert(Owner).returning(col(Owner.id), col(Owner.name))
-_INSERT_TAG = sa.insert(Tag).returning(col(Tag.id), col(Tag.name))
 _INSERT_ITEM = sa.insert(Item).returning(col(Item.id), col(Item.created_at))
 # Sent with a list of links: one statement however many there are.
 _INSERT_LINKS = sa.insert(ItemTagLink)
-# Whether the caller may change an owner's items: the owner is theirs, or they hold ADMIN.
-# Each write puts it in its own WHERE, so the rule costs no statement, and another caller's
-# owner or item is not found (a 404, or an unknown owner's 422): whether it exists is no
-# business of theirs. (_changer gives the two parameters.)
-_CALLERS_OWNER = sa.or_(
-    sa.bindparam("admin", type_=sa.Boolean()), col(Owner.subject) == sa.bindparam("subject")
-)
-_CALLERS_ITEM = sa.or_(
-    sa.bindparam("admin", type_=sa.Boolean()),
-    sa.exists().where(
-        col(Owner.id) == col(Item.owner_id), col(Owner.subject) == sa.bindparam("subject")
-    ),
-)
+
 # A new item's owner and tags, checked in one statement before anything is written: no row
 # means no owner of the caller's, and an id missing from the rows is an unknown tag.
 _OWNER_AND_TAGS: Select[*tuple[Any, ...]] = (
     sa.select(col(Owner.name), col(Tag.id), col(Tag.name))
+    .outerjoin(Tag, any_of(col(Tag.id), "tag_ids"))
     .where(col(Owner.id) == sa.bindparam("owner_id"), _CALLERS_OWNER)
     .order_by(col(Tag.id))
 )
-_OWNER_AND_TAGS_ANY = _OWNER_AND_TAGS.outerjoin(
-    Tag, col(Tag.id) == sa.any_(sa.bindparam("tag_ids", type_=ARRAY(BigInteger)))
-)
-_OWNER_AND_TAGS_IN = _OWNER_AND_TAGS.outerjoin(
-    Tag, col(Tag.id).in_(sa.bindparam("tag_ids", expanding=True))
-)
+
 # An update changes the fields given and keeps the others (a null parameter keeps the
 # column's value): one statement text for every PATCH. The UPDATE also locks the row until
 # commit (SQLite's write transactions hold the database's write lock from their BEGIN): a
@@ -4964,222 +5291,21 @@ _UPDATE_ITEM = (
     )
     .returning(*_ITEM_RETURNED)
 )
+_UPDATED_ITEM_ANSWER = RowAnswer(ItemRead, _UPDATE_ITEM, given=["tags"])
 _UNLINK_TAGS = sa.delete(ItemTagLink).where(col(ItemTagLink.item_id) == sa.bindparam("item_id"))
-# Tags by id, to check that each exists and to answer their names.
-_TAGS_BY_ID_ANY = _TAG_ROWS.where(
-    col(Tag.id) == sa.any_(sa.bindparam("tag_ids", type_=ARRAY(BigInteger)))
-).order_by(col(Tag.id))
-_TAGS_BY_ID_IN = _TAG_ROWS.where(col(Tag.id).in_(sa.bindparam("tag_ids", expanding=True))).order_by(
-    col(Tag.id)
-)
+
 # A batch's statements: its owners in one statement, its rows in one (several VALUES rows),
 # its links in one. A statement's rows take their ids in the order of its VALUES, so the
 # ids, sorted, are the rows' in the order sent (SQLAlchemy's sort_by_parameter_order would
 # insert row by row on SQLite, whose keys give it no order to sort by).
-_OWNERS_BY_ID_ANY = _OWNER_ROWS.where(
-    col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger))), _CALLERS_OWNER
-)
-_OWNERS_BY_ID_IN = _OWNER_ROWS.where(
-    col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True)), _CALLERS_OWNER
-)
+_OWNERS_BY_ID = _OWNER_ROWS.where(any_of(col(Owner.id), "owner_ids"), _CALLERS_OWNER)
 _INSERT_ITEMS = sa.insert(Item).returning(col(Item.id))
+
 _DELETE_ITEM = (
     sa.delete(Item)
     .where(col(Item.id) == sa.bindparam("item_id"), _CALLERS_ITEM)
     .returning(col(Item.owner_id))
 )
-
-
-# Owner summaries, refreshed after the response. Writes only mark their owner; the app's
-# CoalescingRefresher recomputes the marked owners together, shortly after, in one statement
-# that reads their live items by owner and upserts their summary rows.
-_SUMMARY_ROWS: Select[*tuple[Any, ...]] = (
-    sa.select(
-        col(Owner.id),
-        sa.func.count(col(Item.id)),
-        sa.func.coalesce(sa.func.sum(col(Item.price_cents)), 0),
-        sa.bindparam("refreshed_at", type_=UTCDateTime()),
-    )
-    .outerjoin(Item, (col(Item.owner_id) == col(Owner.id)) & ~col(Item.archived))
-    .group_by(col(Owner.id))
-)
-_SUMMARY_COLUMNS = ["owner_id", "item_count", "total_price_cents", "refreshed_at"]
-_SUMMARIES_UPSERT_ANY = postgresql_insert(OwnerSummary).from_select(
-    _SUMMARY_COLUMNS,
-    _SUMMARY_ROWS.where(
-        col(Owner.id) == sa.any_(sa.bindparam("owner_ids", type_=ARRAY(BigInteger)))
-    ),
-)
-_REFRESH_SUMMARIES_ANY = _SUMMARIES_UPSERT_ANY.on_conflict_do_update(
-    index_elements=["owner_id"],
-    set_={name: _SUMMARIES_UPSERT_ANY.excluded[name] for name in _SUMMARY_COLUMNS[1:]},
-)
-# SQLite reads ON after INSERT ... SELECT as the upsert's only when the SELECT has a WHERE
-# clause, which this one always has.
-_SUMMARIES_UPSERT_IN = sqlite_insert(OwnerSummary).from_select(
-    _SUMMARY_COLUMNS,
-    _SUMMARY_ROWS.where(col(Owner.id).in_(sa.bindparam("owner_ids", expanding=True))),
-)
-_REFRESH_SUMMARIES_IN = _SUMMARIES_UPSERT_IN.on_conflict_do_update(
-    index_elements=["owner_id"],
-    set_={name: _SUMMARIES_UPSERT_IN.excluded[name] for name in _SUMMARY_COLUMNS[1:]},
-)
-
-
-async def refresh_owner_summaries(engine: AsyncEngine, owner_ids: frozenset[int]) -> None:
-    """Recompute the summaries of ``owner_ids`` from their live items, in one statement.
-
-    An upsert, so that two processes refreshing the same owner at once both succeed.
-    """
-    postgresql = engine.dialect.name == "postgresql"
-    statement = _REFRESH_SUMMARIES_ANY if postgresql else _REFRESH_SUMMARIES_IN
-    parameters = {"owner_ids": sorted(owner_ids), "refreshed_at": _utcnow()}
-    async with engine.begin() as connection:
-        await connection.execute(statement, parameters)
-
-
-async def get_summaries(request: Request) -> CoalescingRefresher:
-    """The app's refresher of owner summaries: ``mark(owner_id)`` after a write commits."""
-    return cast(CoalescingRefresher, request.app.state.summaries)
-
-
-SummariesDep = Annotated[CoalescingRefresher, Depends(get_summaries)]
-
-
-@asynccontextmanager
-async def refresh_summaries(app: FastAPI) -> AsyncIterator[None]:
-    """Run the refresher of owner summaries for as long as the app runs."""
-    settings: Settings = app.state.settings
-    summaries = app.state.summaries = CoalescingRefresher(
-        "owner summaries",
-        functools.partial(refresh_owner_summaries, app.state.engine),
-        settings.summary_refresh_delay,
-    )
-    summaries.start()
-    try:
-        yield
-    finally:
-        # Before the engine goes: pending refreshes still need the database. A few seconds,
-        # well inside the grace period process managers give a stopping service.
-        await summaries.stop(grace=5.0)
-
-
-@router.post(
-    "/owners",
-    status_code=status.HTTP_201_CREATED,
-    response_model=OwnerRead,
-    responses=error_responses(409),
-)
-@query_budget(1)
-@access(OWNERS_WRITE)
-async def create_owner(
-    body: OwnerCreate, session: SessionDep, summaries: SummariesDep, caller: CallerDep
-) -> Response:
-    """Create an owner, the caller's; names are unique."""
-    connection = await session.connection()
-    values = {"name": body.name, "subject": caller.subject}
-    try:
-        owner = (await connection.execute(_INSERT_OWNER, values)).one()
-        await session.commit()
-    except IntegrityError:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"an owner named {body.name!r} already exists"
-        ) from None
-    # A new owner gets its (empty) summary row.
-    summaries.mark(owner.id)
-    return json_response(owner._asdict(), status.HTTP_201_CREATED)
-
-
-@router.get("/owners", response_model=OwnerPage)
-@query_budget(1)
-@access(AUTHENTICATED)
-async def list_owners(
-    reads: ReadsDep,
-    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-) -> Response:
-    """List owners by id, a page at a time."""
-    async with reads.connect() as connection:
-        rows = (await connection.execute(_OWNERS_PAGE, {"after": after, "limit": limit})).all()
-    return json_response(_page([row._asdict() for row in rows], limit))
-
-
-@router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
-@query_budget(1)
-@access(AUTHENTICATED)
-async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
-    """One owner."""
-    async with reads.connect() as connection:
-        row = (await connection.execute(_OWNER_BY_ID, {"owner_id": owner_id})).first()
-    if row is None:
-        raise _not_found("owner", owner_id)
-    return json_response(row._asdict())
-
-
-@router.get(
-    "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
-)
-@query_budget(1)
-@access(AUTHENTICATED)
-async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
-    """How many live items an owner has and what they cost together.
-
-    Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
-    read costs one primary-key lookup however many items the owner has, and may trail the
-    latest writes by that delay.
-    """
-    async with reads.connect() as connection:
-        row = (await connection.execute(_OWNER_SUMMARY, {"owner_id": owner_id})).first()
-    if row is None:
-        raise _not_found("owner", owner_id)
-    return json_response(row._asdict())
-
-
-@router.post(
-    "/tags",
-    status_code=status.HTTP_201_CREATED,
-    response_model=TagRead,
-    responses=error_responses(409),
-)
-@query_budget(1)
-@access(TAGS_WRITE)
-async def create_tag(body: TagCreate, session: SessionDep) -> Response:
-    """Create a tag; names are unique."""
-    connection = await session.connection()
-    try:
-        tag = (await connection.execute(_INSERT_TAG, {"name": body.name})).one()
-        await session.commit()
-    except IntegrityError:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"a tag named {body.name!r} already exists"
-        ) from None
-    return json_response(tag._asdict(), status.HTTP_201_CREATED)
-
-
-@router.get("/tags", response_model=TagPage)
-@query_budget(1)
-@access(PUBLIC)
-async def list_tags(
-    reads: ReadsDep,
-    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-) -> Response:
-    """List tags by id, a page at a time."""
-    async with reads.connect() as connection:
-        rows = (await connection.execute(_TAGS_PAGE, {"after": after, "limit": limit})).all()
-    return json_response(_page([row._asdict() for row in rows], limit))
-
-
-@router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
-@query_budget(1)
-@access(PUBLIC)
-async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
-    """One tag."""
-    async with reads.connect() as connection:
-        row = (await connection.execute(_TAG_BY_ID, {"tag_id": tag_id})).first()
-    if row is None:
-        raise _not_found("tag", tag_id)
-    return json_response(row._asdict())
 
 
 @router.post("/items", status_code=status.HTTP_201_CREATED, response_model=ItemRead)
@@ -5198,11 +5324,9 @@ async def create_item(
     inserted, its tag links inserted.
     """
     connection = await session.connection()
-    postgresql = connection.dialect.name == "postgresql"
-    check = _OWNER_AND_TAGS_ANY if postgresql else _OWNER_AND_TAGS_IN
     tag_ids = sorted(set(body.tag_ids))
     given = {"owner_id": body.owner_id, "tag_ids": tag_ids, **_changer(caller)}
-    rows = (await connection.execute(check, given)).all()
+    rows = (await connection.execute(_OWNER_AND_TAGS, given)).all()
     if not rows:
         raise _unknown_owner(("body", "owner_id"), body.owner_id)
     tags = [{"id": tag_id, "name": name} for _, tag_id, name in rows if tag_id is not None]
@@ -5249,16 +5373,14 @@ async def create_items(
     by default: a thousand items of up to a kilobyte each).
     """
     connection = await session.connection()
-    postgresql = connection.dialect.name == "postgresql"
     owner_ids = sorted({item.owner_id for item in body.items})
-    read_owners = _OWNERS_BY_ID_ANY if postgresql else _OWNERS_BY_ID_IN
-    owner_rows = await connection.execute(read_owners, {"owner_ids": owner_ids, **_changer(caller)})
+    given = {"owner_ids": owner_ids, **_changer(caller)}
+    owner_rows = await connection.execute(_OWNERS_BY_ID, given)
     owners = {row.id: row._asdict() for row in owner_rows}
     tag_ids = sorted({tag_id for item in body.items for tag_id in item.tag_ids})
     tags: dict[int, dict[str, Any]] = {}
     if tag_ids:
-        read_tags = _TAGS_BY_ID_ANY if postgresql else _TAGS_BY_ID_IN
-        tag_rows = await connection.execute(read_tags, {"tag_ids": tag_ids})
+        tag_rows = await connection.execute(_TAGS_BY_ID, {"tag_ids": tag_ids})
         tags = {row.id: row._asdict() for row in tag_rows}
     errors = list(_unknown_in_batch(body.items, owners, tags))
     if errors:
@@ -5322,8 +5444,8 @@ async def list_items(
     include_archived: Annotated[
         bool, Query(description="archived items too; by default only live ones")
     ] = False,
-    after: Annotated[Cursor, Query(description="the last id of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    after: After = 0,
+    limit: Limit = 50,
 ) -> Response:
     """List live items by id with their owners and tags, a page at a time.
 
@@ -5372,7 +5494,7 @@ async def update_item(
     cache.invalidate_on_commit(session, "item", item_id)
     await session.commit()
     summaries.mark(row.owner_id)
-    return json_response(_item_dict(row, tags))
+    return json_response(_UPDATED_ITEM_ANSWER(row, tags=tags))
 
 
 @router.delete(
@@ -5399,6 +5521,101 @@ async def delete_item(
     # A 204 has no body, so no content type either.
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
+
+async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
+    # A connection of its own: the load may outlive the request that started it.
+    async with reads.connect() as connection:
+        rows = (await connection.execute(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})).all()
+    if not rows:
+        return None
+    tags = [{"id": row.tag_id, "name": row.tag_name} for row in rows if row.tag_id is not None]
+    return dump_json(_ITEM_WITH_TAGS_ANSWER(rows[0], tags=tags))
+
+
+async def _item_reads(
+    connection: AsyncConnection, rows: Sequence[Row[*tuple[Any, ...]]]
+) -> list[dict[str, Any]]:
+    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    if tags:
+        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
+        for item_id, tag_id, tag_name in links:
+            tags[item_id].append({"id": tag_id, "name": tag_name})
+    return [_ITEM_ANSWER(row, tags=tags[row.id]) for row in rows]
+
+
+def _item_answer(item: dict[str, Any]) -> dict[str, Any]:
+    # A created item's keys in ItemRead's order, so that it answers the bytes its GET does.
+    return {name: item[name] for name in ItemRead.model_fields}
+
+
+async def _tags_by_id(
+    connection: AsyncConnection, tag_ids: Sequence[int], loc: Sequence[str | int]
+) -> list[dict[str, Any]]:
+    # Each tag, in id order; one unknown is a 422 before anything is written (a write made
+    # before it, such as an update's, is rolled back when the request ends).
+    if not tag_ids:
+        return []
+    rows = await connection.execute(_TAGS_BY_ID, {"tag_ids": tag_ids})
+    tags = [row._asdict() for row in rows]
+    if len(tags) < len(tag_ids):
+        raise _unknown_tags(loc, tag_ids, tags)
+    return tags
+
+
+async def _tags_of_item(connection: AsyncConnection, item_id: int) -> list[dict[str, Any]]:
+    rows = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [item_id]})
+    return [{"id": tag_id, "name": name} for _, tag_id, name in rows]
+
+
+async def _replace_tags(
+    connection: AsyncConnection, item_id: int, tag_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    tags = await _tags_by_id(connection, sorted(set(tag_ids)), ("body", "tag_ids"))
+    await connection.execute(_UNLINK_TAGS, {"item_id": item_id})
+    if tags:
+        links = [{"item_id": item_id, "tag_id": tag["id"]} for tag in tags]
+        await connection.execute(_INSERT_LINKS, links)
+    return tags
+
+
+def _unknown_in_batch(
+    items: Sequence[ItemCreate], owners: dict[int, Any], tags: dict[int, Any]
+) -> Iterator[dict[str, Any]]:
+    # One error per row with an unknown owner or tags, located as FastAPI locates its own.
+    for index, item in enumerate(items):
+        if item.owner_id not in owners:
+            loc = ("body", "items", index, "owner_id")
+            yield _unknown_owner(loc, item.owner_id).errors()[0]
+        missing = sorted(set(item.tag_ids) - tags.keys())
+        if missing:
+            loc = ("body", "items", index, "tag_ids")
+            yield _unknown_tags(loc, missing, []).errors()[0]
+
+
+def _unknown_owner(loc: Sequence[str | int], owner_id: int) -> RequestValidationError:
+    return unprocessable(loc, f"no owner has id {owner_id}", owner_id, "not_found")
+
+
+def _unknown_tags(
+    loc: Sequence[str | int], tag_ids: Sequence[int], found: Sequence[dict[str, Any]]
+) -> RequestValidationError:
+    missing = sorted(set(tag_ids) - {tag["id"] for tag in found})
+    return unprocessable(loc, f"no tags have ids {missing}", missing, "not_found")
+
+
+# -- Export ------------------------------------------------------------------------------
+
+# One column: SQLModel's select types it as well.
+_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
+
+# The export's batches: keyset pages of an owner's items by id, archived ones included, so
+# the index on owner_id finds them (the partial index holds live items only).
+_EXPORT_PAGE = (
+    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
+    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
+    .order_by(col(Item.id))
+    .limit(sa.bindparam("limit"))
+)
 
 # The export reads its rows this many at a time: memory, and the time a connection is held,
 # stay bounded however many items an owner has.
@@ -5432,55 +5649,6 @@ async def export_owner_items(
         media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
-
-
-async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
-    # A connection of its own: the load may outlive the request that started it.
-    async with reads.connect() as connection:
-        rows = (await connection.execute(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})).all()
-    if not rows:
-        return None
-    tags = [{"id": row.tag_id, "name": row.tag_name} for row in rows if row.tag_id is not None]
-    return dump_json(_item_dict(rows[0], tags))
-
-
-async def _item_reads(
-    connection: AsyncConnection, rows: Sequence[Row[*tuple[Any, ...]]]
-) -> list[dict[str, Any]]:
-    tags: dict[int, list[dict[str, Any]]] = {row[0]: [] for row in rows}
-    if tags:
-        postgresql = connection.dialect.name == "postgresql"
-        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN
-        links = await connection.execute(statement, {"item_ids": list(tags)})
-        for item_id, tag_id, tag_name in links:
-            tags[item_id].append({"id": tag_id, "name": tag_name})
-    return [_item_dict(row, tags[row[0]]) for row in rows]
-
-
-def _item_dict(row: Row[*tuple[Any, ...]], tags: list[dict[str, Any]]) -> dict[str, Any]:
-    # The ItemRead shape, keys in its order, built as plain data: the rows are already what
-    # the database's constraints allow, so model instances and validation would only cost time.
-    item_id, name, description, price_cents, archived, created_at, owner_id, owner_name = row[:8]
-    return {
-        "id": item_id,
-        "name": name,
-        "description": description,
-        "price_cents": price_cents,
-        "archived": archived,
-        "created_at": created_at,
-        "owner": {"id": owner_id, "name": owner_name},
-        "tags": tags,
-    }
-
-
-def _item_answer(item: dict[str, Any]) -> dict[str, Any]:
-    # A created item's keys in ItemRead's order, so that it answers the bytes its GET does.
-    return {name: item[name] for name in ItemRead.model_fields}
-
-
-def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    # Every list answers the same shape; a short page is the last one.
-    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
 
 _EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
@@ -5527,73 +5695,6 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def _as_text(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
-
-
-async def _tags_by_id(
-    connection: AsyncConnection, tag_ids: Sequence[int], loc: Sequence[str | int]
-) -> list[dict[str, Any]]:
-    # Each tag, in id order; one unknown is a 422 before anything is written (a write made
-    # before it, such as an update's, is rolled back when the request ends).
-    if not tag_ids:
-        return []
-    postgresql = connection.dialect.name == "postgresql"
-    statement = _TAGS_BY_ID_ANY if postgresql else _TAGS_BY_ID_IN
-    tags = [row._asdict() for row in await connection.execute(statement, {"tag_ids": tag_ids})]
-    if len(tags) < len(tag_ids):
-        raise _unknown_tags(loc, tag_ids, tags)
-    return tags
-
-
-async def _tags_of_item(connection: AsyncConnection, item_id: int) -> list[dict[str, Any]]:
-    postgresql = connection.dialect.name == "postgresql"
-    statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN
-    rows = await connection.execute(statement, {"item_ids": [item_id]})
-    return [{"id": tag_id, "name": name} for _, tag_id, name in rows]
-
-
-async def _replace_tags(
-    connection: AsyncConnection, item_id: int, tag_ids: Sequence[int]
-) -> list[dict[str, Any]]:
-    tags = await _tags_by_id(connection, sorted(set(tag_ids)), ("body", "tag_ids"))
-    await connection.execute(_UNLINK_TAGS, {"item_id": item_id})
-    if tags:
-        links = [{"item_id": item_id, "tag_id": tag["id"]} for tag in tags]
-        await connection.execute(_INSERT_LINKS, links)
-    return tags
-
-
-def _unknown_in_batch(
-    items: Sequence[ItemCreate], owners: dict[int, Any], tags: dict[int, Any]
-) -> Iterator[dict[str, Any]]:
-    # One error per row with an unknown owner or tags, located as FastAPI locates its own.
-    for index, item in enumerate(items):
-        if item.owner_id not in owners:
-            loc = ("body", "items", index, "owner_id")
-            yield _unknown_owner(loc, item.owner_id).errors()[0]
-        missing = sorted(set(item.tag_ids) - tags.keys())
-        if missing:
-            loc = ("body", "items", index, "tag_ids")
-            yield _unknown_tags(loc, missing, []).errors()[0]
-
-
-def _unknown_owner(loc: Sequence[str | int], owner_id: int) -> RequestValidationError:
-    return unprocessable(loc, f"no owner has id {owner_id}", owner_id, "not_found")
-
-
-def _unknown_tags(
-    loc: Sequence[str | int], tag_ids: Sequence[int], found: Sequence[dict[str, Any]]
-) -> RequestValidationError:
-    missing = sorted(set(tag_ids) - {tag["id"] for tag in found})
-    return unprocessable(loc, f"no tags have ids {missing}", missing, "not_found")
-
-
-def _changer(caller: Caller) -> dict[str, Any]:
-    # The parameters of _CALLERS_OWNER and _CALLERS_ITEM.
-    return {"subject": caller.subject, "admin": ADMIN in caller.scopes}
-
-
-def _not_found(kind: str, key: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} has id {key}")
 
 
 # --- App --------------------------------------------------------------------------------

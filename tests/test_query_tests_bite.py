@@ -6,14 +6,12 @@ from projects import break_module, run
 
 BATCHED_TAGS = """\
     if tags:
-        postgresql = connection.dialect.name == "postgresql"
-        statement = _TAGS_OF_ITEMS_ANY if postgresql else _TAGS_OF_ITEMS_IN
-        links = await connection.execute(statement, {"item_ids": list(tags)})
+        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
 """
 # The N+1 as async code writes it: the same statement, sent once per item.
 TAGS_ROW_BY_ROW = """\
     for one_item in list(tags):
-        links = await connection.execute(_TAGS_OF_ITEMS_IN, {"item_ids": [one_item]})
+        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [one_item]})
 """
 # The example reads an updated item's tags with a Core statement; a team's ORM code that
 # touches a relationship it did not load must fail, naming it (lazy="raise").
