@@ -4954,6 +4954,8 @@ ADMIN = "admin"
 # goes through the ORM's unit of work, which was most of a write's time (55% of a create's
 # samples). INSERT and UPDATE return what the answer needs, so no write reads its rows back.
 
+# The helpers every resource uses, _changer and _not_found, close the section.
+
 # A list's query parameters, the same for every resource: keyset pages, by id.
 After = Annotated[Cursor, Query(description="the last id of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
@@ -4971,15 +4973,6 @@ _CALLERS_ITEM = sa.or_(
         col(Owner.id) == col(Item.owner_id), col(Owner.subject) == sa.bindparam("subject")
     ),
 )
-
-
-def _changer(caller: Caller) -> dict[str, Any]:
-    # The parameters of _CALLERS_OWNER and _CALLERS_ITEM.
-    return {"subject": caller.subject, "admin": ADMIN in caller.scopes}
-
-
-def _not_found(kind: str, key: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} has id {key}")
 
 
 def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -5196,6 +5189,100 @@ async def list_tags(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Res
 async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
     """One tag."""
     return await _read_one(reads, _TAG_BY_ID, "tag", tag_id)
+
+
+# -- Export ------------------------------------------------------------------------------
+
+# One column: SQLModel's select types it as well.
+_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
+
+# The export's batches: keyset pages of an owner's items by id, archived ones included, so
+# the index on owner_id finds them (the partial index holds live items only).
+_EXPORT_PAGE = (
+    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
+    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
+    .order_by(col(Item.id))
+    .limit(sa.bindparam("limit"))
+)
+
+# The export reads its rows this many at a time: memory, and the time a connection is held,
+# stay bounded however many items an owner has.
+EXPORT_BATCH_ROWS = 1000
+
+
+@router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
+@query_budget(2)
+@access(AUTHENTICATED)
+async def export_owner_items(
+    owner_id: Id, reads: ReadsDep, offloader: OffloadDep
+) -> StreamingResponse:
+    """Every item of an owner as CSV, streamed ``EXPORT_BATCH_ROWS`` rows at a time.
+
+    The budget covers the owner check and the first batch; each further batch costs one
+    statement. A batch is read on a connection that goes back to the pool before the rows
+    are formatted (in a worker thread) and sent: a slow or vanished client holds no
+    connection and no transaction, and a client that goes away stops the export.
+    """
+    async with reads.connect() as connection:
+        owner = (await connection.execute(_OWNER_ID, {"owner_id": owner_id})).first()
+        if owner is None:
+            raise _not_found("owner", owner_id)
+        rows = await _export_batch(connection, owner_id, after=0)
+    # The first batch is formatted before the response starts, so that a full offload
+    # pool is still a 503 rather than a cut-off download.
+    first = _EXPORT_HEADER + await offloader.run(_csv_lines, rows)
+    filename = f"owner-{owner_id}-items.csv"
+    return StreamingResponse(
+        _export_stream(reads, offloader, owner_id, rows, first),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+_EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
+
+
+async def _export_batch(
+    connection: AsyncConnection, owner_id: int, after: int
+) -> Sequence[Row[*tuple[Any, ...]]]:
+    page = {"owner_id": owner_id, "after": after, "limit": EXPORT_BATCH_ROWS}
+    return (await connection.execute(_EXPORT_PAGE, page)).all()
+
+
+async def _export_stream(
+    reads: AsyncEngine,
+    offloader: Offloader,
+    owner_id: int,
+    rows: Sequence[Row[*tuple[Any, ...]]],
+    first: str,
+) -> AsyncIterator[str]:
+    # No connection is held across a yield: the client may take its time, or never return.
+    yield first
+    while len(rows) == EXPORT_BATCH_ROWS:
+        async with reads.connect() as connection:
+            rows = await _export_batch(connection, owner_id, after=rows[-1][0])
+        if rows:
+            # The 200 has gone out: a full offload line may delay the rest, not cut it off.
+            yield await offloader.run_when_free(_csv_lines, rows)
+
+
+def _csv_lines(rows: Sequence[Row[*tuple[Any, ...]]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows(
+        (item_id, _as_text(name), price_cents, created_at.isoformat())
+        for item_id, name, price_cents, created_at in rows
+    )
+    return buffer.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection");
+# OWASP's advice is to prefix such cells with a single quote, which makes them text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 # -- Items -------------------------------------------------------------------------------
@@ -5603,98 +5690,13 @@ def _unknown_tags(
     return unprocessable(loc, f"no tags have ids {missing}", missing, "not_found")
 
 
-# -- Export ------------------------------------------------------------------------------
-
-# One column: SQLModel's select types it as well.
-_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
-
-# The export's batches: keyset pages of an owner's items by id, archived ones included, so
-# the index on owner_id finds them (the partial index holds live items only).
-_EXPORT_PAGE = (
-    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
-    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
-    .order_by(col(Item.id))
-    .limit(sa.bindparam("limit"))
-)
-
-# The export reads its rows this many at a time: memory, and the time a connection is held,
-# stay bounded however many items an owner has.
-EXPORT_BATCH_ROWS = 1000
+def _changer(caller: Caller) -> dict[str, Any]:
+    # The parameters of _CALLERS_OWNER and _CALLERS_ITEM.
+    return {"subject": caller.subject, "admin": ADMIN in caller.scopes}
 
 
-@router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
-@query_budget(2)
-@access(AUTHENTICATED)
-async def export_owner_items(
-    owner_id: Id, reads: ReadsDep, offloader: OffloadDep
-) -> StreamingResponse:
-    """Every item of an owner as CSV, streamed ``EXPORT_BATCH_ROWS`` rows at a time.
-
-    The budget covers the owner check and the first batch; each further batch costs one
-    statement. A batch is read on a connection that goes back to the pool before the rows
-    are formatted (in a worker thread) and sent: a slow or vanished client holds no
-    connection and no transaction, and a client that goes away stops the export.
-    """
-    async with reads.connect() as connection:
-        owner = (await connection.execute(_OWNER_ID, {"owner_id": owner_id})).first()
-        if owner is None:
-            raise _not_found("owner", owner_id)
-        rows = await _export_batch(connection, owner_id, after=0)
-    # The first batch is formatted before the response starts, so that a full offload
-    # pool is still a 503 rather than a cut-off download.
-    first = _EXPORT_HEADER + await offloader.run(_csv_lines, rows)
-    filename = f"owner-{owner_id}-items.csv"
-    return StreamingResponse(
-        _export_stream(reads, offloader, owner_id, rows, first),
-        media_type="text/csv",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
-    )
-
-
-_EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
-
-
-async def _export_batch(
-    connection: AsyncConnection, owner_id: int, after: int
-) -> Sequence[Row[*tuple[Any, ...]]]:
-    page = {"owner_id": owner_id, "after": after, "limit": EXPORT_BATCH_ROWS}
-    return (await connection.execute(_EXPORT_PAGE, page)).all()
-
-
-async def _export_stream(
-    reads: AsyncEngine,
-    offloader: Offloader,
-    owner_id: int,
-    rows: Sequence[Row[*tuple[Any, ...]]],
-    first: str,
-) -> AsyncIterator[str]:
-    # No connection is held across a yield: the client may take its time, or never return.
-    yield first
-    while len(rows) == EXPORT_BATCH_ROWS:
-        async with reads.connect() as connection:
-            rows = await _export_batch(connection, owner_id, after=rows[-1][0])
-        if rows:
-            # The 200 has gone out: a full offload line may delay the rest, not cut it off.
-            yield await offloader.run_when_free(_csv_lines, rows)
-
-
-def _csv_lines(rows: Sequence[Row[*tuple[Any, ...]]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerows(
-        (item_id, _as_text(name), price_cents, created_at.isoformat())
-        for item_id, name, price_cents, created_at in rows
-    )
-    return buffer.getvalue()
-
-
-# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection");
-# OWASP's advice is to prefix such cells with a single quote, which makes them text.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _as_text(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+def _not_found(kind: str, key: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} has id {key}")
 
 
 # --- App --------------------------------------------------------------------------------

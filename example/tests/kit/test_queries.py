@@ -113,9 +113,11 @@ async def test_a_request_over_its_budget_is_logged_with_its_statements(
         response = await raw_client.get("/greedy")
     assert response.headers["server-timing"].endswith('desc="2 queries"')
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert len(warnings) == 1
-    assert warnings[0].startswith("GET /greedy sent 2 queries, over its budget of 1:")
-    assert "repeated: 2 x SELECT 1" in warnings[0]
+    # Once, whatever else a busy machine logs (a slow request's warning, for one).
+    over_budget = [message for message in warnings if "over its budget" in message]
+    assert len(over_budget) == 1, warnings
+    assert over_budget[0].startswith("GET /greedy sent 2 queries, over its budget of 1:")
+    assert "repeated: 2 x SELECT 1" in over_budget[0]
 
 
 async def test_a_request_slower_than_the_threshold_is_logged(
