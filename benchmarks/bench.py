@@ -35,10 +35,11 @@ import os
 from pathlib import Path
 
 import processes
+import tokens
 from charts import beside, routes_chart
 from overload_tenfold import Overload, measure_overload
 from parallel_writers import WRITERS, WriterCheck, parallel_writers
-from report import ROUTE_LABELS, Results, access_document, document
+from report import BARE, ROUTE_LABELS, Results, access_document, document
 from servers import BENCHMARKS, CLIENT_CORE, Server, serving
 from testbed import (
     DEFAULT_POSTGRES,
@@ -53,6 +54,8 @@ from testbed import (
 from throughput import Matrix, run_matrix
 
 TARGET = f"{MODULE}:app"
+# bare.py fetches the service's answers with the run's token.
+BARE_AUTHORIZATION = {"SOURCE_AUTHORIZATION": tokens.AUTHORIZATION}
 POOL_SIZE = 10
 # The measuring steps a whole run takes, each announced as it starts ("step 2 of 4: ...").
 STEPS = 4
@@ -138,11 +141,14 @@ def measure_routes(
         nplus1 = make_nplus1(bed.project, bed.work)
         naive = Server("n+1", 8102, nplus1, TARGET, environment)
         ceiling = Server("ceiling", 8103, BENCHMARKS, "ceiling:app", base)
-        servers = [ours, naive, ceiling, open_reads]
+        # Started after ours, whose answers it serves.
+        source = {"SOURCE_URL": f"http://127.0.0.1:{ours.port}"}
+        bare = Server(BARE, 8107, BENCHMARKS, "bare:app", {**source, **BARE_AUTHORIZATION})
+        servers = [ours, naive, ceiling, open_reads, bare]
         routes = {
             "list": [ours, ceiling, naive, open_reads],
             "get": [ours, ceiling, open_reads],
-            "get-hot": [ours],
+            "get-hot": [ours, bare],
             "create": [ours, ceiling],
             "update": [ours, ceiling],
             "batch": [ours],

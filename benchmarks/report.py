@@ -94,9 +94,17 @@ def _data_line(tag_links: int, repeats: int, seconds: float) -> str:
     )
 
 
+# A bare FastAPI route answering the service's bytes for the hot set (bare.py): the floor
+# for a cache hit.
+BARE = "bare FastAPI"
+
+
 def _hot_set_note(has_cache: bool) -> str:
     if has_cache:
-        return "`get-hot` is served by the module's cache."
+        return (
+            "`get-hot` is served by the module's cache; `bare FastAPI` answers the same bytes "
+            "from a dict, with nothing else around its route (`bare.py`)."
+        )
     return (
         "`get-hot` is the same uncached route on a hot set of 100 ids: "
         "this module has no cache yet."
@@ -401,6 +409,11 @@ def route_targets(matrix: Matrix, connection_counts: list[int], has_cache: bool)
             ),
             (f"batch rows/s >= 10x single creates' {c}", f"{rows:.1f}x", rows >= 10),
         ]
+        if ("get-hot", connections, BARE) in matrix.points:
+            bare = matrix.ratio("get-hot", connections, "ours", BARE)
+            targets.append(
+                (f"cached get-one >= 0.9x a bare FastAPI route {c}", f"{bare:.2f}x", bare >= 0.9)
+            )
     return targets
 
 
