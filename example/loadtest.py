@@ -279,7 +279,11 @@ def _progress(stats: dict[str, RouteStats], rng: random.Random) -> Progress:
 
 
 async def _load(
-    plan: Plan, stats: dict[str, RouteStats], late: list[float], number: int, report: Report
+    plan: Plan,
+    stats: dict[str, RouteStats],
+    late: list[float],
+    number: int,
+    report: Report | None,
 ) -> None:
     deadline = time.perf_counter() + plan.duration
     if plan.model == "open":
@@ -287,7 +291,7 @@ async def _load(
     else:
         running = asyncio.create_task(_closed_loop(plan, stats, deadline))
     rng = random.Random(plan.seed)
-    while not running.done():
+    while report is not None and not running.done():
         await asyncio.wait([running], timeout=PROGRESS_INTERVAL)
         report(number, _progress(stats, rng))
     await running
@@ -295,12 +299,13 @@ async def _load(
 
 def run_process(plan: Plan, number: int = 0, report: Report | None = None) -> ProcessReport:
     """Run one process's share of the load and measure its own CPU time; hand ``report``
-    this process's figures so far every ``PROGRESS_INTERVAL`` seconds.
+    (or the parent, when it asked) this process's figures so far every
+    ``PROGRESS_INTERVAL`` seconds.
     """
     stats = {url: RouteStats() for url in plan.urls}
     late: list[float] = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    asyncio.run(_load(plan, stats, late, number, report or _to_parent))
+    asyncio.run(_load(plan, stats, late, number, report or _to_parent()))
     return ProcessReport(
         stats, time.perf_counter() - started, time.process_time() - cpu_started, late
     )
@@ -315,13 +320,18 @@ def _report_to(progress: "multiprocessing.Queue[tuple[int, Progress]]") -> None:
     _parent = progress
 
 
-def _to_parent(number: int, progress: Progress) -> None:
-    if _parent is not None:
-        _parent.put((number, progress))
+def _to_parent() -> Report | None:
+    # The figures go to the parent only when it shows them.
+    parent = _parent
+    if parent is None:
+        return None
+    return lambda number, progress: parent.put((number, progress))
 
 
 class LiveLine:
-    """One line on a terminal, rewritten with the figures so far of every process."""
+    """One line on a terminal, rewritten with the figures so far of every process; a run
+    whose standard error is not a terminal (``shown`` false) computes none.
+    """
 
     def __init__(self, duration: float, output: TextIO) -> None:
         self.duration = duration
@@ -333,8 +343,6 @@ class LiveLine:
     def update(self, number: int, progress: Progress) -> None:
         """Take one process's figures and show the sum of every process's."""
         self.latest[number] = progress
-        if not self.shown:
-            return
         figures = self.latest.values()
         elapsed = min(time.perf_counter() - self.started, self.duration)
         requests = sum(figure.requests for figure in figures)
@@ -361,7 +369,10 @@ def run(plans: Sequence[Plan], live: LiveLine) -> list[ProcessReport]:
     """Run each plan in a process of its own, all at once, showing the figures so far."""
     try:
         if len(plans) == 1:
-            return [run_process(plans[0], 0, live.update)]
+            return [run_process(plans[0], 0, live.update if live.shown else None)]
+        if not live.shown:
+            with concurrent.futures.ProcessPoolExecutor(len(plans)) as pool:
+                return list(pool.map(run_process, plans))
         progress: multiprocessing.Queue[tuple[int, Progress]] = multiprocessing.Queue()
         with concurrent.futures.ProcessPoolExecutor(
             len(plans), initializer=_report_to, initargs=(progress,)

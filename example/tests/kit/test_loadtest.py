@@ -60,11 +60,16 @@ def test_a_run_shows_its_figures_while_it_runs_then_prints_its_table(
     assert re.fullmatch(live, updates[-1]), updates[-1]
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_no_live_line_when_standard_error_is_not_a_terminal(
-    health_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    health_url: str,
+    processes: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     redirected = io.StringIO()
     monkeypatch.setattr(sys, "stderr", redirected)
-    loadtest.main([health_url, "--clients", "2", "--duration", "0.6"])
+    arguments = ["--clients", "2", "--duration", "0.6", "--processes", str(processes)]
+    loadtest.main([health_url, *arguments])
     assert redirected.getvalue() == ""
     assert health_url in capsys.readouterr().out
