@@ -6,11 +6,13 @@ import asyncio
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -173,6 +175,49 @@ def copy_of(project: Path, destination: Path) -> Path:
     return destination
 
 
+def recipe_block(readme: str, name: str) -> str:
+    """The code block the README marks ``<!-- recipe: name -->``, as written in a file."""
+    found = re.search(rf"<!-- recipe: {name} -->\n *```\w+\n(.*?)\n *```", readme, re.S)
+    assert found, f"the README has no recipe block {name!r}"
+    return textwrap.dedent(found.group(1)) + "\n"
+
+
+def insert_above(path: Path, banner: str, code: str) -> None:
+    """Add ``code`` at the end of the section that ``banner`` ends, as the recipe says."""
+    text = path.read_text()
+    at = text.index(f"\n\n\n{banner}")
+    path.write_text(text[:at] + "\n\n\n" + code.rstrip("\n") + text[at:])
+
+
+def recipe_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default answers' rendering with the generated README's recipe, "Add a model and its
+    routes", followed literally: its model, revision, routes and test. Made once in the run;
+    copy it to change it.
+
+    This is the project whose suite stands for the default answers' (``generated_suite``):
+    the rendering as a team grows it, so that one run shows both the defaults green and the
+    kit's checks holding for the code a team adds.
+    """
+
+    def produce(directory: Path) -> dict[str, Any]:
+        defaults = shared_rendering(template, tmp_path_factory, "defaults")
+        project = copy_of(defaults, directory / "project")
+        readme = (project / "README.md").read_text()
+        module = project / "my_service.py"
+        insert_above(module, "# --- Routes ---", recipe_block(readme, "model"))
+        for line in recipe_block(readme, "revision").splitlines():
+            command = line.removeprefix(".venv/bin/").split(maxsplit=2)
+            if command[2:]:
+                command[2:] = [word.strip('"') for word in re.findall(r'"[^"]*"|\S+', command[2])]
+            step = run(command, project)
+            assert step.returncode == 0, f"{line}\n{step.stdout}{step.stderr}"
+        insert_above(module, "# --- App ---", recipe_block(readme, "routes"))
+        (project / "tests" / "test_notes.py").write_text(recipe_block(readme, "test"))
+        return {"path": str(project)}
+
+    return Path(once_per_run(tmp_path_factory, "recipe", produce)["path"])
+
+
 def _mypy_on_defaults(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """mypy on the default answers' rendering, run once in the run from an empty cache of its
     own: what it printed, and where that cache is.
@@ -294,3 +339,13 @@ def generated_suite(
         SUITE, found["returncode"], found["stdout"], found["stderr"]
     )
     return result, found["service_database_changes"]
+
+
+def defaults_suite(
+    template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``generated_suite`` of the default answers on SQLite, the quick tier's: run once in the
+    run, in the default rendering with the README's recipe followed (``recipe_project``).
+    """
+    project = recipe_project(template, tmp_path_factory)
+    return generated_suite(tmp_path_factory, "recipe", project, postgres=False)

@@ -27,8 +27,8 @@ from packaging.version import Version
 from projects import (
     ROOT,
     copy_of,
+    defaults_suite,
     free_port,
-    generated_suite,
     mypy_cache,
     run,
     shared_rendering,
@@ -125,10 +125,9 @@ def test_every_check_of_the_ci_workflow_passes_in_the_rendering(
         if "run" not in step or step["name"] == "Install":
             continue
         if step["run"] == "pytest":
-            # The suite as test_render.py runs it, in the same environment: run once for both.
-            result, _ = generated_suite(
-                tmp_path_factory, "defaults", default_project, postgres=False
-            )
+            # The suite as test_render.py runs it for the default answers, in the same
+            # environment, with the README's recipe followed: run once for all three.
+            result, _ = defaults_suite(template, tmp_path_factory)
         else:
             # The project's environment is this one, as after the workflow's install step.
             result = shell(

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from projects import copy_of, generated_suite, run, shared_rendering
+from projects import copy_of, defaults_suite, generated_suite, run, shared_rendering
 from test_render import MATRIX
 
 
@@ -30,8 +30,7 @@ def test_the_suite_on_sqlite_leaves_the_services_sqlite_database_alone(
 ) -> None:
     # The run test_render.py checks too: the default answers' suite, with DATABASE_URL naming
     # a SQLite file.
-    defaults = shared_rendering(template, tmp_path_factory, "defaults")
-    result, changes = generated_suite(tmp_path_factory, "defaults", defaults, postgres=False)
+    result, changes = defaults_suite(template, tmp_path_factory)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not changes
 
@@ -42,7 +41,7 @@ def test_the_readme_postgresql_command_leaves_the_services_database_alone(
 ) -> None:
     # The README's command is TEST_DATABASE_URL=<server> .venv/bin/pytest: what the run that
     # test_render.py checks on PostgreSQL does, with DATABASE_URL naming a PostgreSQL canary.
-    name = "postgresql-example"
+    name = "sqlite-bare"
     rendering = shared_rendering(template, tmp_path_factory, name, **MATRIX[name])
     readme = (rendering / "README.md").read_text()
     assert re.search(
