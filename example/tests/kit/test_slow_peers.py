@@ -98,16 +98,20 @@ def start(tmp_path: Path, bounded: bool) -> Iterator[Server]:
         yield Server("127.0.0.1", port, bounded)
 
 
-@pytest.fixture(params=[False, True], ids=["uvicorn", "bounded protocol"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+# One server of each kind for the module's tests: each test ends with the connections it
+# opened closed, and those that take the guard's places wait until it has all of them back.
+@pytest.fixture(scope="module", params=[False, True], ids=["uvicorn", "bounded protocol"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The service under uvicorn, as served in development and by the image."""
-    yield from start(tmp_path, bounded=request.param)
+    yield from start(tmp_path_factory.mktemp("server"), bounded=request.param)
 
 
-@pytest.fixture
-def bounded_server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def bounded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service under uvicorn with the module's bounded protocol, as the image runs it."""
-    yield from start(tmp_path, bounded=True)
+    yield from start(tmp_path_factory.mktemp("bounded-server"), bounded=True)
 
 
 async def never_reading(server: Server, request: bytes, count: int) -> list[socket.socket]:
