@@ -4024,8 +4024,21 @@ MAX_ECHOED_INPUT = 200
 
 
 async def _validation_failed(request: Request, exc: Exception) -> Response:
-    """Answer a RequestValidationError with FastAPI's 422 body, without echoing long inputs."""
+    """Answer a RequestValidationError with FastAPI's 422 body, without echoing long inputs.
+
+    A body that is not JSON fails before any dependency runs, so the caller is held to the
+    route's rule here first: whoever the route refuses learns that, not how it reads bodies.
+    """
     assert isinstance(exc, RequestValidationError)
+    if [error.get("type") for error in exc.errors()] == ["json_invalid"]:
+        try:
+            await authorize(request)
+        except HTTPException as refused:
+            response = json_response({"detail": refused.detail}, refused.status_code)
+            response.headers.update(refused.headers or {})
+            return response
+        except KeysNotLoaded as unavailable:
+            return await _keys_not_loaded(request, unavailable)
     errors = jsonable_encoder(exc.errors())
     for error in errors:
         if "input" in error and not _echoable(error["input"]):

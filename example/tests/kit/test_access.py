@@ -150,6 +150,34 @@ async def test_the_route_lets_the_callers_it_allows_past_the_check(
     )
 
 
+WITH_BODY = [(method, route) for method, route in PROTECTED if route.body_field is not None]
+NOT_JSON = b'{"name": '
+
+
+@pytest.mark.parametrize("case", WITH_BODY, ids=name)
+async def test_a_body_that_is_not_json_is_refused_as_the_caller_is_first(
+    anonymous: httpx.AsyncClient, case: tuple[str, APIRoute]
+) -> None:
+    # FastAPI parses a JSON body before any dependency runs, the access check included.
+    method, route = case
+    scopes = rule(route).scopes
+    callers = {"no token": ({}, 401), "a token the route allows": (bearer(scopes), 422)}
+    if scopes:
+        callers["a token without the route's scopes"] = (bearer(), 403)
+    for who, (headers, expected) in callers.items():
+        with expect_queries(0):
+            response = await anonymous.request(
+                method,
+                target(route),
+                content=NOT_JSON,
+                headers={**headers, "content-type": "application/json"},
+            )
+        assert response.status_code == expected, (
+            f"{name(case)} answered a body that is not JSON from {who} with "
+            f"{response.status_code}, not {expected}: {response.text}"
+        )
+
+
 def test_openapi_names_the_scheme_and_each_routes_scopes() -> None:
     schema = APP.openapi()
     scheme = schema["components"]["securitySchemes"]["bearerAuth"]
