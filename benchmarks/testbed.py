@@ -37,9 +37,9 @@ DEFAULT_POSTGRES = os.environ.get(
 NPLUS1_PATCHES = [
     (
         "    if tags:\n"
-        '        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})\n',
+        '        links = await connection.all(_TAGS_OF_ITEMS, {"item_ids": list(tags)})\n',
         "    for one_item in list(tags):\n"
-        '        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [one_item]})\n',
+        '        links = await connection.all(_TAGS_OF_ITEMS, {"item_ids": [one_item]})\n',
     ),
 ]
 

@@ -58,6 +58,7 @@ from collections.abc import (
     Hashable,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from contextlib import (
@@ -76,6 +77,7 @@ from types import FrameType, MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal, ParamSpec, Self, TypeVar, cast
 from urllib.parse import parse_qs
 
+import aiosqlite
 import anyio
 import anyio.to_thread
 import asyncpg
@@ -84,7 +86,7 @@ import httpx
 import jwt
 import orjson
 import sqlalchemy as sa
-from cachetools import TLRUCache
+from cachetools import LRUCache, TLRUCache
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -120,7 +122,6 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
-    Row,
     Select,
     TypeDecorator,
     event,
@@ -140,11 +141,11 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import QueryableAttribute, SessionTransaction
 from sqlalchemy.orm import Session as SyncSession
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.base import SyntaxExtension
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_only, greenlet_spawn
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import State
@@ -177,6 +178,7 @@ __all__ = [
     "ConcurrencyLimit",
     "Cursor",
     "DatabaseUnavailable",
+    "DriverConnection",
     "Id",
     "InputSchema",
     "Int4",
@@ -192,6 +194,7 @@ __all__ = [
     "PlainText",
     "QueryCountError",
     "QueryRecorder",
+    "Reads",
     "ReadsDep",
     "RequestBodyLimit",
     "RequestBodyStats",
@@ -202,8 +205,10 @@ __all__ = [
     "SessionDep",
     "Settings",
     "SettingsError",
+    "Transaction",
     "UTCDateTime",
     "WholeNumber",
+    "WritesDep",
     "access",
     "access_of",
     "any_of",
@@ -218,6 +223,7 @@ __all__ = [
     "error_responses",
     "expect_queries",
     "get_session",
+    "get_writes",
     "invalidation_sender",
     "json_response",
     "key_column",
@@ -566,14 +572,20 @@ def _unavailable_on_failure(context: ExceptionContext) -> DatabaseUnavailable | 
     error = context.original_exception
     if context.is_pre_ping or not isinstance(error, Exception):
         return None  # pre-ping reconnects by itself, and a cancelled task stays cancelled
-    sqlstate = str(getattr(error, "sqlstate", ""))
     if isinstance(error, TimeoutError):
         # asyncpg's command timeout: nothing came back in time. The pool's other connections
         # went the same way over the network, and may be as silent as this one: replace them
         # all now, rather than find each dead at the cost of one more request's deadline.
         context.invalidate_pool_on_disconnect = True
+    return _unavailable(error, disconnect=context.is_disconnect)
+
+
+def _unavailable(error: Exception, *, disconnect: bool) -> DatabaseUnavailable | None:
+    # The driver's error as DatabaseUnavailable, if it means "not now" rather than "never".
+    sqlstate = str(getattr(error, "sqlstate", ""))
+    if isinstance(error, TimeoutError):
         reason = "no answer within DATABASE_STATEMENT_TIMEOUT"
-    elif context.is_disconnect:
+    elif disconnect:
         reason = "the connection was lost"
     elif sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
         reason = "the database refused the work for now"
@@ -790,14 +802,20 @@ class DatabaseBreaker:
         # new one would be (the pool then closes it, and the probe connects anew).
         self.refuse_if_down()
 
+    def statement_failed(self, error: Exception) -> None:
+        """Note a statement's failure: one without an answer within the deadline marks the
+        database down, to be probed at once.
+        """
+        if isinstance(error, TimeoutError):
+            self.found_down(first_probe_after=0)  # a silent network, or one slow statement
+
     def _failure(self, context: ExceptionContext) -> None:
         error = context.original_exception
         if context.is_pre_ping or not isinstance(error, Exception):
             return  # pre-ping reconnects by itself (a failed reconnection is seen)
+        self.statement_failed(error)
         sqlstate = str(getattr(error, "sqlstate", ""))
-        if isinstance(error, TimeoutError):
-            self.found_down(first_probe_after=0)  # a silent network, or one slow statement
-        elif context.connection is None and sqlstate.startswith(_DOWN_SQLSTATES):
+        if context.connection is None and sqlstate.startswith(_DOWN_SQLSTATES):
             self.found_down()  # a new connection refused by the database itself
 
 
@@ -958,8 +976,9 @@ def _index_differences(
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Yield a session for one request; whatever it did not commit is rolled back.
 
-    Sessions are for writes: on SQLite, a session's transaction holds the database's write
-    lock from its first statement to its end. Read through ``ReadsDep``.
+    A session is SQLAlchemy's ORM, for writes that need it (``session.add``, relationships);
+    ``WritesDep`` sends statements faster. On SQLite, a session's transaction holds the
+    database's write lock from its first statement to its end. Read through ``ReadsDep``.
     """
     breaker: DatabaseBreaker = request.app.state.breaker
     breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
@@ -968,16 +987,27 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_reads(request: Request) -> AsyncEngine:
-    """The engine for reads: its connections run each statement in AUTOCOMMIT mode.
+async def get_reads(request: Request) -> "Reads":
+    """The reads: each statement runs on a pooled connection in AUTOCOMMIT mode.
 
     A read needs no transaction of its own: under PostgreSQL's READ COMMITTED every
     statement sees its own snapshot anyway, and skipping BEGIN and ROLLBACK saves two
-    round trips per request. Connect with ``async with reads.connect() as connection``.
+    round trips per request. Send with ``await reads.all(statement, parameters)``.
     """
     breaker: DatabaseBreaker = request.app.state.breaker
     breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
-    return cast(AsyncEngine, request.app.state.reads)
+    return cast(Reads, request.app.state.reads)
+
+
+async def get_writes(request: Request) -> AsyncIterator["Transaction"]:
+    """A write's transaction, on the driver like the reads: send with ``await
+    writes.all(statement, parameters)``, then ``await writes.commit()``. Whatever it did not
+    commit when the request ends is rolled back.
+    """
+    breaker: DatabaseBreaker = request.app.state.breaker
+    breaker.refuse_if_down()  # before the pool, where a request may wait for a connection
+    async with Transaction(request.app.state.reads) as writes:
+        yield writes
 
 
 @asynccontextmanager
@@ -989,13 +1019,14 @@ async def open_database(app: FastAPI, settings: DatabaseSettings) -> AsyncIterat
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    app.state.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
-    app.state.readiness = ReadinessCheck(app.state.reads, settings.database_ready_timeout)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.readiness = ReadinessCheck(autocommit, settings.database_ready_timeout)
     app.state.breaker = DatabaseBreaker(engine)
+    app.state.reads = Reads(autocommit, app.state.breaker)
     try:
         # The schema is the migrations' business (alembic upgrade head); start-up only
         # checks that the database is not behind them, nor its tables the models'.
-        await check_schema(app.state.reads)
+        await check_schema(autocommit)
         yield
     finally:
         await app.state.breaker.close()
@@ -1190,17 +1221,22 @@ def _end_timing(info: dict[Any, Any]) -> None:
 
 
 _SAVEPOINT_PREFIXES = ("SAVEPOINT", "RELEASE S", "ROLLBACK ")
+_KIT_GLOBALS = globals()
+_DRIVER_CLASSES = ("Reads.", "DriverConnection.", "Transaction.")
 _LIBRARY_PATHS = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")})
 
 
 def _call_site() -> str | None:
-    # The driver runs in a greenlet of its own; the code that awaited the query is in
-    # the parent greenlet's frames, so continue the walk there.
+    # SQLAlchemy's driver runs in a greenlet of its own; the code that awaited the query is
+    # in the parent greenlet's frames, so continue the walk there. The driver path's own
+    # frames are the kit's, not the caller's.
     frame: FrameType | None = sys._getframe(2)
     parent = greenlet.getcurrent().parent
     while frame is not None:
-        if not frame.f_code.co_filename.startswith(("<", *_LIBRARY_PATHS)):
-            code = frame.f_code
+        code = frame.f_code
+        if not code.co_filename.startswith(("<", *_LIBRARY_PATHS)) and not (
+            frame.f_globals is _KIT_GLOBALS and code.co_qualname.startswith(_DRIVER_CLASSES)
+        ):
             return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
         frame = frame.f_back
         if frame is None and parent is not None:
@@ -1219,6 +1255,426 @@ _budgets: dict[Callable[..., Any], int] = {}
 def budget_of(endpoint: Callable[..., Any]) -> int | None:
     """The query budget declared for ``endpoint``, or None."""
     return _budgets.get(endpoint)
+
+
+# --- Statements on the driver -----------------------------------------------------------
+# Reads (ReadsDep) and writes (WritesDep) run on the driver's own connection (asyncpg's,
+# aiosqlite's), as a hand-written service would run them: each statement built once with
+# SQLModel/SQLAlchemy (the models stay the schema), compiled once per dialect, and sent
+# without SQLAlchemy's per-statement execution (its execution context, Result and cursor
+# adapter took 36-46% of a read's time on PostgreSQL). The pool, its deadlines and the
+# breaker are the engine's; the recorders, budgets and Server-Timing see each statement as
+# they see SQLAlchemy's, and its failures are DatabaseUnavailable and IntegrityError as
+# there.
+
+
+class Reads:
+    """The reads (``ReadsDep``): each statement on a pooled connection, in AUTOCOMMIT mode.
+
+    ``await reads.all(statement, {"id": 1})`` answers every row, ``first`` the first or
+    None, ``scalar`` the first column of the first row or None; ``async with
+    reads.connection() as connection`` sends several on one connection. Rows are sequences:
+    unpack them, index them, or build answers with ``RowAnswer``. Parameters are the
+    statement's bindparams by name; a list of ids goes through ``any_of``.
+
+    ``reads.connect()`` is SQLAlchemy's connection, for what the driver path does not run
+    (ORM queries, ``run_sync``); its statements are counted as well.
+    """
+
+    def __init__(self, engine: AsyncEngine, breaker: "DatabaseBreaker") -> None:
+        self.engine = engine
+        self.breaker = breaker
+        self.dialect = engine.dialect
+        self._pool = engine.sync_engine.pool
+        self._plans: LRUCache[Hashable, tuple[Any, _Plan]] = LRUCache(maxsize=1000)
+
+    def connect(self) -> AsyncConnection:
+        """SQLAlchemy's AUTOCOMMIT connection: ``async with reads.connect() as connection``."""
+        return self.engine.connect()
+
+    def connection(self) -> "DriverConnection":
+        """One pooled connection for several statements, until the block ends."""
+        return DriverConnection(self)
+
+    async def all(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> list[Sequence[Any]]:
+        """Every row ``statement`` answers."""
+        async with DriverConnection(self) as connection:
+            return await connection.all(statement, parameters)
+
+    async def first(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Any] | None:
+        """The first row ``statement`` answers, or None."""
+        async with DriverConnection(self) as connection:
+            return await connection.first(statement, parameters)
+
+    async def scalar(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Any:
+        """The first column of the first row ``statement`` answers, or None."""
+        async with DriverConnection(self) as connection:
+            return await connection.scalar(statement, parameters)
+
+    def plan(self, statement: sa.Executable, parameters: Mapping[str, Any]) -> "_Plan":
+        """``statement`` compiled for this database, once (per set of columns, for an
+        INSERT or UPDATE that takes its columns from its parameters).
+        """
+        dml = isinstance(statement, sa.Insert | sa.Update)
+        key: Hashable = (id(statement), frozenset(parameters)) if dml else id(statement)
+        cached = self._plans.get(key)
+        # Keyed by identity, and the statement kept alive with its plan: its id is not
+        # reused while the entry lives.
+        if cached is not None and cached[0] is statement:
+            return cached[1]
+        plan = _Plan.of(statement, self.dialect, list(parameters) if dml else None)
+        self._plans[key] = (statement, plan)
+        return plan
+
+
+class DriverConnection:
+    """A pooled connection on the driver: ``all``, ``first``, ``scalar`` and ``execute``."""
+
+    __slots__ = ("_pooled", "_reads")
+
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
+        self._pooled: PoolProxiedConnection | None = None
+
+    async def __aenter__(self) -> Self:
+        self._pooled = await self._checkout()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._checkin()
+
+    async def all(
+        self,
+        statement: sa.Executable,
+        parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Sequence[Any]]:
+        """Every row ``statement`` answers. An INSERT takes a list of rows, sent as one
+        statement of many VALUES rows (as many as the database takes at once, for a long
+        list), and answers what each RETURNING row says, in the order sent.
+        """
+        if isinstance(parameters, Sequence):
+            if not isinstance(statement, sa.Insert):
+                raise TypeError("only an INSERT takes a list of rows; send others one by one")
+            rows: list[Sequence[Any]] = []
+            for start in range(0, len(parameters), _rows_per_insert(parameters)):
+                batch = parameters[start : start + _rows_per_insert(parameters)]
+                plan = _Plan.of(statement.values(list(batch)), self._reads.dialect, None)
+                rows += plan.rows(await self._send(plan, {}))
+            return rows
+        given = parameters or {}
+        plan = self._reads.plan(statement, given)
+        return plan.rows(await self._send(plan, given))
+
+    async def first(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Any] | None:
+        """The first row ``statement`` answers, or None."""
+        rows = await self.all(statement, parameters)
+        return rows[0] if rows else None
+
+    async def scalar(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Any:
+        """The first column of the first row ``statement`` answers, or None."""
+        rows = await self.all(statement, parameters)
+        return rows[0][0] if rows else None
+
+    async def execute(
+        self, statement: sa.Executable, parameters: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Send ``statement`` once per parameter set, as one statement (executemany)."""
+        if not parameters:
+            return
+        plan = self._reads.plan(statement, parameters[0])
+        arguments = [plan.bind(each)[1] for each in parameters]
+        await self._send(plan, parameters[0], many=arguments)
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        # The pool's own checkout: its deadline, pre-ping and the breaker's refusal.
+        return await greenlet_spawn(self._reads._pool.connect)
+
+    async def _checkin(self) -> None:
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            await _give_back(pooled)
+
+    async def _connection(self) -> PoolProxiedConnection:
+        if self._pooled is None:
+            raise RuntimeError("send statements inside `async with reads.connection()`")
+        return self._pooled
+
+    async def _send(
+        self,
+        plan: "_Plan",
+        parameters: Mapping[str, Any],
+        many: list[list[Any]] | None = None,
+    ) -> list[Sequence[Any]]:
+        pooled = await self._connection()
+        sql, arguments = plan.bind(parameters) if many is None else (plan.sql, many)
+        recorders = _recorders.get()
+        query = None
+        started = 0.0
+        if recorders:
+            site = _call_site() if any(recorder.call_sites for recorder in recorders) else None
+            query = CapturedQuery(sql, arguments, site)
+            for recorder in recorders:
+                recorder.queries.append(query)
+            started = time.perf_counter()
+        try:
+            return await _on_driver(pooled, sql, arguments, many is not None)
+        except Exception as exc:
+            raise self._failure(pooled, exc, sql, arguments) from exc
+        except BaseException:
+            await _abandon(pooled)
+            raise
+        finally:
+            if query is not None:
+                query.duration = time.perf_counter() - started
+
+    def _failure(
+        self, pooled: PoolProxiedConnection, error: Exception, sql: str, arguments: Any
+    ) -> Exception:
+        # What SQLAlchemy and the kit's listeners would make of the driver's error.
+        reads = self._reads
+        dbapi_connection = cast(DBAPIConnection, pooled.dbapi_connection)
+        disconnect = reads.dialect.is_disconnect(cast(Any, error), dbapi_connection, None)
+        if isinstance(error, TimeoutError):
+            # As SQLAlchemy does for a listener's invalidate_pool_on_disconnect (see
+            # _unavailable_on_failure): every pooled connection is replaced.
+            reads._pool._invalidate(pooled, error)
+        elif disconnect:
+            pooled.invalidate(error)
+        reads.breaker.statement_failed(error)
+        unavailable = _unavailable(error, disconnect=disconnect)
+        if unavailable is not None:
+            return unavailable
+        if _integrity_error(error):
+            return IntegrityError(sql, arguments, error)
+        return error
+
+
+class Transaction(DriverConnection):
+    """A write (``WritesDep``): its statements on one connection, in one transaction, which
+    begins with the first and ends with ``await writes.commit()``. What is not committed
+    when the request ends is rolled back.
+
+    Concurrent writers of a row take turns as they would through a session: on PostgreSQL
+    the row's lock, taken by the statement that changes it, is held until the commit; on
+    SQLite the transaction takes the database's write lock as it begins.
+    """
+
+    __slots__ = ("info",)
+
+    def __init__(self, reads: Reads) -> None:
+        super().__init__(reads)
+        # What commits here must do once it did: the cache's invalidations.
+        self.info: dict[str, Any] = {}
+
+    async def __aenter__(self) -> Self:
+        return self  # the connection comes with the first statement
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Rolled back or never committed: nothing is dropped from the cache.
+        self.info.pop(_PENDING_INVALIDATIONS, None)
+        try:
+            await self._end("ROLLBACK")
+        except Exception:
+            logger.warning("a write's rollback failed; its connection is closed", exc_info=True)
+        finally:
+            await self._checkin()
+
+    async def commit(self) -> None:
+        """Commit, give the connection back, then drop the cache entries the write named
+        (``invalidate_on_commit``) here and, once told, in every other process.
+        """
+        if self._pooled is None:
+            return  # nothing was sent
+        await self._end("COMMIT")
+        await self._checkin()
+        sent = _invalidate_committed(self.info, self._reads.engine.sync_engine)
+        if sent is not None:
+            # Acknowledged once the other processes were told; shielded, as with a session.
+            started = time.perf_counter()
+            await asyncio.shield(sent)
+            note_timing("notify", time.perf_counter() - started)
+
+    async def _connection(self) -> PoolProxiedConnection:
+        if self._pooled is None:
+            pooled = await self._checkout()
+            # SQLite's write lock as the transaction begins (see _begin_immediate).
+            begin = "BEGIN" if self._reads.dialect.name == "postgresql" else "BEGIN IMMEDIATE"
+            try:
+                await _on_driver(pooled, begin, [], many=False)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    failure: BaseException = self._failure(pooled, exc, begin, [])
+                else:
+                    await _abandon(pooled)
+                    failure = exc
+                await _give_back(pooled)
+                raise failure from exc
+            self._pooled = pooled
+        return self._pooled
+
+    async def _end(self, how: str) -> None:
+        # BEGIN, COMMIT and ROLLBACK are not counted, as SQLAlchemy's are not. Not sent on
+        # a connection lost meanwhile: its transaction ended with it.
+        pooled = self._pooled
+        if pooled is None or not pooled.is_valid:
+            return
+        try:
+            await _on_driver(pooled, how, [], many=False)
+        except Exception as exc:
+            failure = self._failure(pooled, exc, how, [])
+            if pooled.is_valid:
+                # A connection that cannot say where its transaction stands is not reused.
+                pooled.invalidate(exc)
+            raise failure from exc
+        except BaseException:
+            await _abandon(pooled)
+            raise
+
+
+async def _on_driver(
+    pooled: PoolProxiedConnection, sql: str, arguments: list[Any], many: bool
+) -> list[Sequence[Any]]:
+    driver = pooled.driver_connection
+    if isinstance(driver, asyncpg.Connection):
+        if many:
+            await driver.executemany(sql, arguments)
+            return []
+        return cast(list[Sequence[Any]], await driver.fetch(sql, *arguments))
+    sqlite = cast(aiosqlite.Connection, driver)
+    if many:
+        await (await sqlite.executemany(sql, arguments)).close()
+        return []
+    return list(await sqlite.execute_fetchall(sql, arguments))
+
+
+async def _abandon(pooled: PoolProxiedConnection) -> None:
+    # A statement cancelled midway (its client gone, its deadline passed). asyncpg cancels it
+    # on the server, and its connection waits for that before the next statement; SQLite's
+    # would run on to its end in aiosqlite's thread, holding the connection and the request
+    # that gives it back, so it is interrupted there.
+    driver = pooled.driver_connection
+    if isinstance(driver, aiosqlite.Connection):
+        await driver.interrupt()
+
+
+async def _give_back(pooled: PoolProxiedConnection) -> None:
+    if pooled.is_valid:
+        # In a greenlet: the pool's reset may roll back, which awaits on SQLite.
+        await greenlet_spawn(pooled.close)
+    else:
+        pooled.close()  # closed already: nothing to reset
+
+
+def _rows_per_insert(rows: Sequence[Mapping[str, Any]]) -> int:
+    # A thousand rows a statement, as SQLAlchemy sends them, within both databases' limit
+    # on the parameters of one statement (32,767 on PostgreSQL; SQLite's is close).
+    return max(1, min(1000, 30_000 // max(1, len(rows[0]) if rows else 1)))
+
+
+def _integrity_error(error: Exception) -> bool:
+    # A constraint refused the statement: SQLSTATE class 23, or SQLite's IntegrityError.
+    return isinstance(error, sqlite3.IntegrityError) or str(
+        getattr(error, "sqlstate", "")
+    ).startswith("23")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A statement compiled for one database: its SQL, and how its parameters and rows
+    are converted on their way to and from the driver.
+    """
+
+    compiled: SQLCompiler
+    sql: str
+    names: tuple[str, ...]
+    # Each parameter's bind processor (the type's conversion for the driver), if any.
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    # Values the statement holds itself (a literal compared to, a Python-side default).
+    fixed: Mapping[str, Any]
+    # The columns whose type converts the driver's value (SQLite's timestamps, say), by place.
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # SQLite has no arrays: a list is expanded into the SQL at each execution.
+    expanding: bool
+
+    @classmethod
+    def of(cls, statement: sa.Executable, dialect: Dialect, columns: list[str] | None) -> Self:
+        clause = cast(sa.ClauseElement, statement)
+        compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=columns))
+        names = tuple(compiled.positiontup or ())
+        fixed: dict[str, Any] = {}
+        for name, bind in compiled.binds.items():
+            if not bind.required and bind.callable is None:
+                fixed[name] = bind.value
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+            default = column.default
+            if default is None or not default.is_scalar:
+                raise TypeError(
+                    f"{column} has a default computed in Python: pass its value to "
+                    f"{compiled.string.split()[0]} statements sent through Reads"
+                )
+            fixed[column.key] = cast(Any, default).arg
+        processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        )
+        exported = getattr(statement, "exported_columns", None)
+        converters = (
+            (place, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for place, column in enumerate(exported or ())
+        )
+        return cls(
+            compiled,
+            compiled.string,
+            names,
+            processors,
+            MappingProxyType(fixed),
+            tuple((place, convert) for place, convert in converters if convert is not None),
+            any(bind.expanding for bind in compiled.binds.values()),
+        )
+
+    def bind(self, parameters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL to send and its positional arguments, converted for the driver."""
+        if self.expanding:
+            state = self.compiled.construct_expanded_state(dict(parameters), escape_names=False)
+            processors = state.processors
+            return state.statement, [
+                processors[name](state.parameters[name])
+                if name in processors
+                else state.parameters[name]
+                for name in state.positiontup or ()
+            ]
+        arguments = []
+        for name, process in zip(self.names, self.processors, strict=True):
+            if name in parameters:
+                value = parameters[name]
+            elif name in self.fixed:
+                value = self.fixed[name]
+            else:
+                raise TypeError(f"no value for the parameter {name!r} of: {self.sql}")
+            arguments.append(value if process is None else process(value))
+        return self.sql, arguments
+
+    def rows(self, rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
+        """The driver's rows, with the columns' types applied where they convert."""
+        if not self.results:
+            return rows
+        converted: list[Sequence[Any]] = []
+        for row in rows:
+            values = list(row)
+            for place, convert in self.results:
+                values[place] = convert(values[place])
+            converted.append(values)
+        return converted
 
 
 # --- Server-Timing ----------------------------------------------------------------------
@@ -1780,9 +2236,11 @@ class AsyncTTLCache:
         self._check_thread()
         self._generations[namespace] = self._generations.get(namespace, 0) + 1
 
-    def invalidate_on_commit(self, session: AsyncSession, namespace: str, key: Hashable) -> None:
+    def invalidate_on_commit(
+        self, session: "AsyncSession | Transaction", namespace: str, key: Hashable
+    ) -> None:
         """Drop ``(namespace, key)`` here and in every listening process once ``session``
-        commits; if it rolls back, nothing is dropped anywhere.
+        (or a ``Transaction``) commits; if it rolls back, nothing is dropped anywhere.
 
         Call it before the commit. Keys sent to other processes must be str or int.
         """
@@ -1799,7 +2257,7 @@ class AsyncTTLCache:
         self._entries.clear()
         self._loading.clear()
 
-    def _pending(self, session: AsyncSession) -> "_PendingInvalidations":
+    def _pending(self, session: "AsyncSession | Transaction") -> "_PendingInvalidations":
         self._check_thread()
         pending = session.info.get(_PENDING_INVALIDATIONS)
         if pending is None:
@@ -2143,21 +2601,29 @@ def invalidation_sender(cache: AsyncTTLCache) -> InvalidationSender | None:
     return _SENDERS.get(cache)
 
 
+def _invalidate_committed(info: dict[Any, Any], engine: Engine) -> "asyncio.Future[None] | None":
+    # A write committed: drop the keys it named here, and hand them to the sender for the
+    # other processes. The future is done once they went out.
+    pending: _PendingInvalidations | None = info.pop(_PENDING_INVALIDATIONS, None)
+    if pending is None:
+        return None
+    pending.apply()
+    if pending.cache.channel is None or not pending.keys:
+        return None
+    sender = _SENDERS.get(pending.cache)
+    if sender is None:
+        sender = _SENDERS[pending.cache] = InvalidationSender(pending.cache, AsyncEngine(engine))
+    return sender.send(pending.keys)
+
+
 @event.listens_for(SyncSession, "after_commit")
 def _apply_invalidations(session: SyncSession) -> None:
     # A savepoint released is not the end of the transaction: wait for the real commit.
     if session.in_nested_transaction():
         return
-    pending: _PendingInvalidations | None = session.info.pop(_PENDING_INVALIDATIONS, None)
-    if pending is None:
-        return
-    pending.apply()
-    if pending.cache.channel is not None and pending.keys:
-        sender = _SENDERS.get(pending.cache)
-        if sender is None:
-            engine = AsyncEngine(cast(Engine, session.get_bind()))
-            sender = _SENDERS[pending.cache] = InvalidationSender(pending.cache, engine)
-        session.info[_SENDING_INVALIDATIONS] = sender.send(pending.keys)
+    sent = _invalidate_committed(session.info, cast(Engine, session.get_bind()))
+    if sent is not None:
+        session.info[_SENDING_INVALIDATIONS] = sent
 
 
 @event.listens_for(SyncSession, "after_transaction_end")
@@ -4111,8 +4577,8 @@ class _Violation:
             return None
         written = _WRITTEN_TABLE.match(exc.statement or "")
         verb, table = (written[1].split()[0].upper(), written[2]) if written else ("", "")
-        # SQLAlchemy's asyncpg adapter raises its error from asyncpg's, which has the fields.
-        server = getattr(error, "__cause__", None)
+        # asyncpg's error has the fields; SQLAlchemy's adapter raises its own from it.
+        server = error if hasattr(error, "table_name") else getattr(error, "__cause__", None)
         if hasattr(server, "table_name"):
             broken = getattr(server, "table_name", None) or table
             key = _KEY.search(getattr(server, "detail", None) or "")
@@ -4351,10 +4817,12 @@ def build_app(
 # the statements written once for both databases, and the answers. (Offloader,
 # CoalescingRefresher and the cache's API are their parts'; see those sections.)
 
-# A route's dependencies: a write session, the AUTOCOMMIT reads, the cache, the offload
-# pool, and the caller its token names (ANONYMOUS on a public route).
+# A route's dependencies: the AUTOCOMMIT reads and a write's transaction (both on the
+# driver), a session (SQLAlchemy's ORM), the cache, the offload pool, and the caller its
+# token names (ANONYMOUS on a public route).
+ReadsDep = Annotated[Reads, Depends(get_reads)]
+WritesDep = Annotated[Transaction, Depends(get_writes)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadsDep = Annotated[AsyncEngine, Depends(get_reads)]
 CacheDep = Annotated[AsyncTTLCache, Depends(get_cache)]
 OffloadDep = Annotated[Offloader, Depends(get_offloader)]
 CallerDep = Annotated[Caller, Depends(authorize)]
@@ -4962,10 +5430,11 @@ ADMIN = "admin"
 # Each resource's statements are built once, beside its routes. Reads select only the
 # columns their answers need, as rows rather than ORM objects: nothing to hydrate, track or
 # expire (SQLAlchemy's select, sa.select, types any number of columns), and RowAnswer
-# builds each answer from its read model by column name. Writes send Core statements
-# through the request's session, the models staying the schema and the validation: nothing
-# goes through the ORM's unit of work, which was most of a write's time (55% of a create's
-# samples). INSERT and UPDATE return what the answer needs, so no write reads its rows back.
+# builds each answer from its read model by column name. Reads (ReadsDep) and writes
+# (WritesDep, one transaction each) go out on the driver's connection, the models staying
+# the schema and the validation: nothing goes through the ORM's unit of work, which was
+# most of a write's time (55% of a create's samples). INSERT and UPDATE return what the
+# answer needs, so no write reads its rows back.
 
 # The helpers every resource uses, _changer and _not_found, close the section.
 
@@ -4994,30 +5463,29 @@ def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 
 
 async def _read_page(
-    reads: AsyncEngine, statement: Select[Any], after: int, limit: int
+    reads: Reads, statement: Select[Any], answer: RowAnswer, after: int, limit: int
 ) -> Response:
-    async with reads.connect() as connection:
-        rows = (await connection.execute(statement, {"after": after, "limit": limit})).all()
-    return json_response(_page([row._asdict() for row in rows], limit))
+    rows = await reads.all(statement, {"after": after, "limit": limit})
+    return json_response(_page([answer(row) for row in rows], limit))
 
 
-async def _read_one(reads: AsyncEngine, statement: Select[Any], kind: str, key: int) -> Response:
+async def _read_one(
+    reads: Reads, statement: Select[Any], answer: RowAnswer, kind: str, key: int
+) -> Response:
     # One row by its key (the statement's "id" parameter), or a 404 naming what is missing.
-    async with reads.connect() as connection:
-        row = (await connection.execute(statement, {"id": key})).first()
+    row = await reads.first(statement, {"id": key})
     if row is None:
         raise _not_found(kind, key)
-    return json_response(row._asdict())
+    return json_response(answer(row))
 
 
 async def _insert_named(
-    session: AsyncSession, statement: sa.Insert, values: dict[str, Any], kind: str
-) -> Row[Any]:
+    writes: Transaction, statement: sa.Insert, values: dict[str, Any], kind: str
+) -> Sequence[Any]:
     # Names are unique: a taken one is a 409 that says so.
-    connection = await session.connection()
     try:
-        row = (await connection.execute(statement, values)).one()
-        await session.commit()
+        (row,) = await writes.all(statement, values)
+        await writes.commit()
     except IntegrityError:
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"{kind} named {values['name']!r} already exists"
@@ -5082,220 +5550,6 @@ async def refresh_summaries(app: FastAPI) -> AsyncIterator[None]:
         # Before the engine goes: pending refreshes still need the database. A few seconds,
         # well inside the grace period process managers give a stopping service.
         await summaries.stop(grace=5.0)
-
-
-# -- Owners ------------------------------------------------------------------------------
-
-_OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
-_OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("id"))
-_OWNERS_PAGE = (
-    _OWNER_ROWS.where(col(Owner.id) > sa.bindparam("after"))
-    .order_by(col(Owner.id))
-    .limit(sa.bindparam("limit"))
-)
-
-# An owner without a summary row yet (none refreshed since it was created) reads as empty.
-_OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
-    sa.select(
-        col(Owner.id).label("owner_id"),
-        sa.func.coalesce(col(OwnerSummary.item_count), 0).label("item_count"),
-        sa.func.coalesce(col(OwnerSummary.total_price_cents), 0).label("total_price_cents"),
-        col(OwnerSummary.refreshed_at),
-    )
-    .outerjoin(OwnerSummary, col(OwnerSummary.owner_id) == col(Owner.id))
-    .where(col(Owner.id) == sa.bindparam("id"))
-)
-
-_INSERT_OWNER = sa.insert(Owner).returning(col(Owner.id), col(Owner.name))
-
-
-@router.post(
-    "/owners",
-    status_code=status.HTTP_201_CREATED,
-    response_model=OwnerRead,
-    responses=error_responses(409),
-)
-@query_budget(1)
-@access(OWNERS_WRITE)
-async def create_owner(
-    body: OwnerCreate, session: SessionDep, summaries: SummariesDep, caller: CallerDep
-) -> Response:
-    """Create an owner, the caller's; names are unique."""
-    values = {"name": body.name, "subject": caller.subject}
-    owner = await _insert_named(session, _INSERT_OWNER, values, "an owner")
-    # A new owner gets its (empty) summary row.
-    summaries.mark(owner.id)
-    return json_response(owner._asdict(), status.HTTP_201_CREATED)
-
-
-@router.get("/owners", response_model=OwnerPage)
-@query_budget(1)
-@access(AUTHENTICATED)
-async def list_owners(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
-    """List owners by id, a page at a time."""
-    return await _read_page(reads, _OWNERS_PAGE, after, limit)
-
-
-@router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
-@query_budget(1)
-@access(AUTHENTICATED)
-async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
-    """One owner."""
-    return await _read_one(reads, _OWNER_BY_ID, "owner", owner_id)
-
-
-@router.get(
-    "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
-)
-@query_budget(1)
-@access(AUTHENTICATED)
-async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
-    """How many live items an owner has and what they cost together.
-
-    Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
-    read costs one primary-key lookup however many items the owner has, and may trail the
-    latest writes by that delay.
-    """
-    return await _read_one(reads, _OWNER_SUMMARY, "owner", owner_id)
-
-
-# -- Tags --------------------------------------------------------------------------------
-
-_TAG_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Tag.id), col(Tag.name))
-_TAG_BY_ID = _TAG_ROWS.where(col(Tag.id) == sa.bindparam("id"))
-_TAGS_PAGE = (
-    _TAG_ROWS.where(col(Tag.id) > sa.bindparam("after"))
-    .order_by(col(Tag.id))
-    .limit(sa.bindparam("limit"))
-)
-_INSERT_TAG = sa.insert(Tag).returning(col(Tag.id), col(Tag.name))
-
-# Tags by id, to check that each exists and to answer their names.
-_TAGS_BY_ID = _TAG_ROWS.where(any_of(col(Tag.id), "tag_ids")).order_by(col(Tag.id))
-
-
-@router.post(
-    "/tags",
-    status_code=status.HTTP_201_CREATED,
-    response_model=TagRead,
-    responses=error_responses(409),
-)
-@query_budget(1)
-@access(TAGS_WRITE)
-async def create_tag(body: TagCreate, session: SessionDep) -> Response:
-    """Create a tag; names are unique."""
-    tag = await _insert_named(session, _INSERT_TAG, {"name": body.name}, "a tag")
-    return json_response(tag._asdict(), status.HTTP_201_CREATED)
-
-
-@router.get("/tags", response_model=TagPage)
-@query_budget(1)
-@access(PUBLIC)
-async def list_tags(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
-    """List tags by id, a page at a time."""
-    return await _read_page(reads, _TAGS_PAGE, after, limit)
-
-
-@router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
-@query_budget(1)
-@access(PUBLIC)
-async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
-    """One tag."""
-    return await _read_one(reads, _TAG_BY_ID, "tag", tag_id)
-
-
-# -- Export ------------------------------------------------------------------------------
-
-# One column: SQLModel's select types it as well.
-_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
-
-# The export's batches: keyset pages of an owner's items by id, archived ones included, so
-# the index on owner_id finds them (the partial index holds live items only).
-_EXPORT_PAGE = (
-    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
-    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
-    .order_by(col(Item.id))
-    .limit(sa.bindparam("limit"))
-)
-
-# The export reads its rows this many at a time: memory, and the time a connection is held,
-# stay bounded however many items an owner has.
-EXPORT_BATCH_ROWS = 1000
-
-
-@router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
-@query_budget(2)
-@access(AUTHENTICATED)
-async def export_owner_items(
-    owner_id: Id, reads: ReadsDep, offloader: OffloadDep
-) -> StreamingResponse:
-    """Every item of an owner as CSV, streamed ``EXPORT_BATCH_ROWS`` rows at a time.
-
-    The budget covers the owner check and the first batch; each further batch costs one
-    statement. A batch is read on a connection that goes back to the pool before the rows
-    are formatted (in a worker thread) and sent: a slow or vanished client holds no
-    connection and no transaction, and a client that goes away stops the export.
-    """
-    async with reads.connect() as connection:
-        owner = (await connection.execute(_OWNER_ID, {"owner_id": owner_id})).first()
-        if owner is None:
-            raise _not_found("owner", owner_id)
-        rows = await _export_batch(connection, owner_id, after=0)
-    # The first batch is formatted before the response starts, so that a full offload
-    # pool is still a 503 rather than a cut-off download.
-    first = _EXPORT_HEADER + await offloader.run(_csv_lines, rows)
-    filename = f"owner-{owner_id}-items.csv"
-    return StreamingResponse(
-        _export_stream(reads, offloader, owner_id, rows, first),
-        media_type="text/csv",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
-    )
-
-
-_EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
-
-
-async def _export_batch(
-    connection: AsyncConnection, owner_id: int, after: int
-) -> Sequence[Row[*tuple[Any, ...]]]:
-    page = {"owner_id": owner_id, "after": after, "limit": EXPORT_BATCH_ROWS}
-    return (await connection.execute(_EXPORT_PAGE, page)).all()
-
-
-async def _export_stream(
-    reads: AsyncEngine,
-    offloader: Offloader,
-    owner_id: int,
-    rows: Sequence[Row[*tuple[Any, ...]]],
-    first: str,
-) -> AsyncIterator[str]:
-    # No connection is held across a yield: the client may take its time, or never return.
-    yield first
-    while len(rows) == EXPORT_BATCH_ROWS:
-        async with reads.connect() as connection:
-            rows = await _export_batch(connection, owner_id, after=rows[-1][0])
-        if rows:
-            # The 200 has gone out: a full offload line may delay the rest, not cut it off.
-            yield await offloader.run_when_free(_csv_lines, rows)
-
-
-def _csv_lines(rows: Sequence[Row[*tuple[Any, ...]]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerows(
-        (item_id, _as_text(name), price_cents, created_at.isoformat())
-        for item_id, name, price_cents, created_at in rows
-    )
-    return buffer.getvalue()
-
-
-# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection");
-# OWASP's advice is to prefix such cells with a single quote, which makes them text.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _as_text(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 # -- Items -------------------------------------------------------------------------------
@@ -5394,11 +5648,9 @@ _UPDATE_ITEM = (
 _UPDATED_ITEM_ANSWER = RowAnswer(ItemRead, _UPDATE_ITEM, given=["tags"])
 _UNLINK_TAGS = sa.delete(ItemTagLink).where(col(ItemTagLink.item_id) == sa.bindparam("item_id"))
 
-# A batch's statements: its owners in one statement, its rows in one (several VALUES rows),
-# its links in one. A statement's rows take their ids in the order of its VALUES, so the
-# ids, sorted, are the rows' in the order sent (SQLAlchemy's sort_by_parameter_order would
-# insert row by row on SQLite, whose keys give it no order to sort by).
-_OWNERS_BY_ID = _OWNER_ROWS.where(any_of(col(Owner.id), "owner_ids"), _CALLERS_OWNER)
+# A batch's statements: its owners in one statement (_OWNERS_BY_ID, with the owners'), its
+# rows in one (several VALUES rows), its links in one. A statement's rows take their ids in
+# the order of its VALUES, so the ids, sorted, are the rows' in the order sent.
 _INSERT_ITEMS = sa.insert(Item).returning(col(Item.id))
 
 _DELETE_ITEM = (
@@ -5413,7 +5665,7 @@ _DELETE_ITEM = (
 @access(ITEMS_WRITE)
 async def create_item(
     body: ItemCreate,
-    session: SessionDep,
+    writes: WritesDep,
     cache: CacheDep,
     summaries: SummariesDep,
     caller: CallerDep,
@@ -5423,27 +5675,25 @@ async def create_item(
     Three statements, two without tags: the owner and the tags checked together, the item
     inserted, its tag links inserted.
     """
-    connection = await session.connection()
     tag_ids = sorted(set(body.tag_ids))
     given = {"owner_id": body.owner_id, "tag_ids": tag_ids, **_changer(caller)}
-    rows = (await connection.execute(_OWNER_AND_TAGS, given)).all()
+    rows = await writes.all(_OWNER_AND_TAGS, given)
     if not rows:
         raise _unknown_owner(("body", "owner_id"), body.owner_id)
     tags = [{"id": tag_id, "name": name} for _, tag_id, name in rows if tag_id is not None]
     if len(tags) < len(tag_ids):
         raise _unknown_tags(("body", "tag_ids"), tag_ids, tags)
     fields = body.model_dump(exclude={"tag_ids"})
-    item_id, created_at = (
-        await connection.execute(_INSERT_ITEM, {**fields, "created_at": _utcnow()})
-    ).one()
+    inserted = await writes.all(_INSERT_ITEM, {**fields, "created_at": _utcnow()})
+    item_id, created_at = inserted[0]
     if tags:
         links = [{"item_id": item_id, "tag_id": tag["id"]} for tag in tags]
-        await connection.execute(_INSERT_LINKS, links)
+        await writes.execute(_INSERT_LINKS, links)
     # A GET of this id before it existed may have cached a "not found", in any process.
-    cache.invalidate_on_commit(session, "item", item_id)
-    await session.commit()
+    cache.invalidate_on_commit(writes, "item", item_id)
+    await writes.commit()
     summaries.mark(body.owner_id)
-    owner = {"id": body.owner_id, "name": rows[0].name}
+    owner = {"id": body.owner_id, "name": rows[0][0]}
     item = {"id": item_id, **fields, "created_at": created_at, "owner": owner, "tags": tags}
     return json_response(_item_answer(item), status.HTTP_201_CREATED)
 
@@ -5458,7 +5708,7 @@ async def create_item(
 @access(ITEMS_WRITE)
 async def create_items(
     body: ItemBatch,
-    session: SessionDep,
+    writes: WritesDep,
     cache: CacheDep,
     summaries: SummariesDep,
     caller: CallerDep,
@@ -5472,16 +5722,15 @@ async def create_items(
     that has one, and nothing is written. ``MAX_BODY_BYTES`` bounds the body as well (1 MiB
     by default: a thousand items of up to a kilobyte each).
     """
-    connection = await session.connection()
     owner_ids = sorted({item.owner_id for item in body.items})
     given = {"owner_ids": owner_ids, **_changer(caller)}
-    owner_rows = await connection.execute(_OWNERS_BY_ID, given)
-    owners = {row.id: row._asdict() for row in owner_rows}
+    owner_rows = await writes.all(_OWNERS_BY_ID, given)
+    owners = {owner["id"]: owner for owner in map(_OWNER_ANSWER, owner_rows)}
     tag_ids = sorted({tag_id for item in body.items for tag_id in item.tag_ids})
     tags: dict[int, dict[str, Any]] = {}
     if tag_ids:
-        tag_rows = await connection.execute(_TAGS_BY_ID, {"tag_ids": tag_ids})
-        tags = {row.id: row._asdict() for row in tag_rows}
+        tag_rows = await writes.all(_TAGS_BY_ID, {"tag_ids": tag_ids})
+        tags = {tag["id"]: tag for tag in map(_TAG_ANSWER, tag_rows)}
     errors = list(_unknown_in_batch(body.items, owners, tags))
     if errors:
         raise RequestValidationError(errors)
@@ -5489,18 +5738,17 @@ async def create_items(
     rows = [
         {**item.model_dump(exclude={"tag_ids"}), "created_at": created_at} for item in body.items
     ]
-    ids = (await connection.execute(_INSERT_ITEMS, rows)).scalars()
-    inserted = sorted(cast(Iterator[int], ids))
+    inserted = sorted(item_id for (item_id,) in await writes.all(_INSERT_ITEMS, rows))
     links = [
         {"item_id": item_id, "tag_id": tag_id}
         for item_id, item in zip(inserted, body.items, strict=True)
         for tag_id in sorted(set(item.tag_ids))
     ]
     if links:
-        await connection.execute(_INSERT_LINKS, links)
+        await writes.execute(_INSERT_LINKS, links)
     for item_id in inserted:
-        cache.invalidate_on_commit(session, "item", item_id)
-    await session.commit()
+        cache.invalidate_on_commit(writes, "item", item_id)
+    await writes.commit()
     for owner_id in owners:
         summaries.mark(owner_id)
     answers = [
@@ -5554,8 +5802,8 @@ async def list_items(
     """
     page = {"after": after, "limit": limit, "owner_id": owner_id}
     query = _ITEMS_PAGES[include_archived, owner_id is not None]
-    async with reads.connect() as connection:
-        rows = (await connection.execute(query, page)).all()
+    async with reads.connection() as connection:
+        rows = await connection.all(query, page)
         items = await _item_reads(connection, rows)
     return json_response(_page(items, limit))
 
@@ -5566,7 +5814,7 @@ async def list_items(
 async def update_item(
     item_id: Id,
     body: ItemUpdate,
-    session: SessionDep,
+    writes: WritesDep,
     cache: CacheDep,
     summaries: SummariesDep,
     caller: CallerDep,
@@ -5579,22 +5827,22 @@ async def update_item(
     the row updated, then its tags read; or the new tags read, the old ones unlinked and
     the new ones linked.
     """
-    connection = await session.connection()
     given = body.model_dump(exclude_unset=True)
     changes = {f"new_{name}": given.get(name) for name in _UPDATED_FIELDS}
     # The row first: its UPDATE is the lock that makes concurrent PATCHes take turns.
     parameters = {"item_id": item_id, **changes, **_changer(caller)}
-    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
+    row = await writes.first(_UPDATE_ITEM, parameters)
     if row is None:
         raise _not_found("item", item_id)
     if body.tag_ids is None:
-        tags = await _tags_of_item(connection, item_id)
+        tags = await _tags_of_item(writes, item_id)
     else:
-        tags = await _replace_tags(connection, item_id, body.tag_ids)
-    cache.invalidate_on_commit(session, "item", item_id)
-    await session.commit()
-    summaries.mark(row.owner_id)
-    return json_response(_UPDATED_ITEM_ANSWER(row, tags=tags))
+        tags = await _replace_tags(writes, item_id, body.tag_ids)
+    cache.invalidate_on_commit(writes, "item", item_id)
+    await writes.commit()
+    item = _UPDATED_ITEM_ANSWER(row, tags=tags)
+    summaries.mark(item["owner"]["id"])
+    return json_response(item)
 
 
 @router.delete(
@@ -5607,40 +5855,39 @@ async def update_item(
 @query_budget(1)
 @access(ITEMS_WRITE)
 async def delete_item(
-    item_id: Id, session: SessionDep, cache: CacheDep, summaries: SummariesDep, caller: CallerDep
+    item_id: Id, writes: WritesDep, cache: CacheDep, summaries: SummariesDep, caller: CallerDep
 ) -> Response:
     """Delete an item of the caller's; its tag links go with it."""
-    connection = await session.connection()
     parameters = {"item_id": item_id, **_changer(caller)}
-    owner_id = (await connection.execute(_DELETE_ITEM, parameters)).scalar()
+    owner_id = await writes.scalar(_DELETE_ITEM, parameters)
     if owner_id is None:
         raise _not_found("item", item_id)
-    cache.invalidate_on_commit(session, "item", item_id)
-    await session.commit()
+    cache.invalidate_on_commit(writes, "item", item_id)
+    await writes.commit()
     summaries.mark(owner_id)
     # A 204 has no body, so no content type either.
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _read_item(reads: AsyncEngine, item_id: int) -> bytes | None:
+async def _read_item(reads: Reads, item_id: int) -> bytes | None:
     # A connection of its own: the load may outlive the request that started it.
-    async with reads.connect() as connection:
-        rows = (await connection.execute(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})).all()
+    rows = await reads.all(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})
     if not rows:
         return None
-    tags = [{"id": row.tag_id, "name": row.tag_name} for row in rows if row.tag_id is not None]
+    tags = [{"id": tag_id, "name": name} for *_, tag_id, name in rows if tag_id is not None]
     return dump_json(_ITEM_WITH_TAGS_ANSWER(rows[0], tags=tags))
 
 
 async def _item_reads(
-    connection: AsyncConnection, rows: Sequence[Row[*tuple[Any, ...]]]
+    connection: DriverConnection, rows: list[Sequence[Any]]
 ) -> list[dict[str, Any]]:
-    tags: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
+    # The rows' first column is the item's id.
+    tags: dict[int, list[dict[str, Any]]] = {row[0]: [] for row in rows}
     if tags:
-        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
+        links = await connection.all(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
         for item_id, tag_id, tag_name in links:
             tags[item_id].append({"id": tag_id, "name": tag_name})
-    return [_ITEM_ANSWER(row, tags=tags[row.id]) for row in rows]
+    return [_ITEM_ANSWER(row, tags=tags[row[0]]) for row in rows]
 
 
 def _item_answer(item: dict[str, Any]) -> dict[str, Any]:
@@ -5649,33 +5896,248 @@ def _item_answer(item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _tags_by_id(
-    connection: AsyncConnection, tag_ids: Sequence[int], loc: Sequence[str | int]
+    writes: Transaction, tag_ids: Sequence[int], loc: Sequence[str | int]
 ) -> list[dict[str, Any]]:
     # Each tag, in id order; one unknown is a 422 before anything is written (a write made
     # before it, such as an update's, is rolled back when the request ends).
     if not tag_ids:
         return []
-    rows = await connection.execute(_TAGS_BY_ID, {"tag_ids": tag_ids})
-    tags = [row._asdict() for row in rows]
+    tags = [_TAG_ANSWER(row) for row in await writes.all(_TAGS_BY_ID, {"tag_ids": tag_ids})]
     if len(tags) < len(tag_ids):
         raise _unknown_tags(loc, tag_ids, tags)
     return tags
 
 
-async def _tags_of_item(connection: AsyncConnection, item_id: int) -> list[dict[str, Any]]:
-    rows = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [item_id]})
+async def _tags_of_item(writes: Transaction, item_id: int) -> list[dict[str, Any]]:
+    rows = await writes.all(_TAGS_OF_ITEMS, {"item_ids": [item_id]})
     return [{"id": tag_id, "name": name} for _, tag_id, name in rows]
 
 
 async def _replace_tags(
-    connection: AsyncConnection, item_id: int, tag_ids: Sequence[int]
+    writes: Transaction, item_id: int, tag_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    tags = await _tags_by_id(connection, sorted(set(tag_ids)), ("body", "tag_ids"))
-    await connection.execute(_UNLINK_TAGS, {"item_id": item_id})
+    tags = await _tags_by_id(writes, sorted(set(tag_ids)), ("body", "tag_ids"))
+    await writes.all(_UNLINK_TAGS, {"item_id": item_id})
     if tags:
         links = [{"item_id": item_id, "tag_id": tag["id"]} for tag in tags]
-        await connection.execute(_INSERT_LINKS, links)
+        await writes.execute(_INSERT_LINKS, links)
     return tags
+
+
+# -- Owners ------------------------------------------------------------------------------
+
+_OWNER_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Owner.id), col(Owner.name))
+_OWNER_BY_ID = _OWNER_ROWS.where(col(Owner.id) == sa.bindparam("id"))
+_OWNERS_PAGE = (
+    _OWNER_ROWS.where(col(Owner.id) > sa.bindparam("after"))
+    .order_by(col(Owner.id))
+    .limit(sa.bindparam("limit"))
+)
+
+# An owner without a summary row yet (none refreshed since it was created) reads as empty.
+_OWNER_SUMMARY: Select[*tuple[Any, ...]] = (
+    sa.select(
+        col(Owner.id).label("owner_id"),
+        sa.func.coalesce(col(OwnerSummary.item_count), 0).label("item_count"),
+        sa.func.coalesce(col(OwnerSummary.total_price_cents), 0).label("total_price_cents"),
+        col(OwnerSummary.refreshed_at),
+    )
+    .outerjoin(OwnerSummary, col(OwnerSummary.owner_id) == col(Owner.id))
+    .where(col(Owner.id) == sa.bindparam("id"))
+)
+
+# A new owner returns the columns its reads select, and answers as they do.
+_INSERT_OWNER = sa.insert(Owner).returning(*_OWNER_ROWS.selected_columns)
+_OWNER_ANSWER = RowAnswer(OwnerRead, _OWNER_ROWS)
+# The caller's owners among a list of ids: a batch of items checks its owners at once.
+_OWNERS_BY_ID = _OWNER_ROWS.where(any_of(col(Owner.id), "owner_ids"), _CALLERS_OWNER)
+_OWNER_SUMMARY_ANSWER = RowAnswer(OwnerSummaryRead, _OWNER_SUMMARY)
+
+
+@router.post(
+    "/owners",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OwnerRead,
+    responses=error_responses(409),
+)
+@query_budget(1)
+@access(OWNERS_WRITE)
+async def create_owner(
+    body: OwnerCreate, writes: WritesDep, summaries: SummariesDep, caller: CallerDep
+) -> Response:
+    """Create an owner, the caller's; names are unique."""
+    values = {"name": body.name, "subject": caller.subject}
+    owner = _OWNER_ANSWER(await _insert_named(writes, _INSERT_OWNER, values, "an owner"))
+    # A new owner gets its (empty) summary row.
+    summaries.mark(owner["id"])
+    return json_response(owner, status.HTTP_201_CREATED)
+
+
+@router.get("/owners", response_model=OwnerPage)
+@query_budget(1)
+@access(AUTHENTICATED)
+async def list_owners(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
+    """List owners by id, a page at a time."""
+    return await _read_page(reads, _OWNERS_PAGE, _OWNER_ANSWER, after, limit)
+
+
+@router.get("/owners/{owner_id}", response_model=OwnerRead, responses=error_responses(404))
+@query_budget(1)
+@access(AUTHENTICATED)
+async def get_owner(owner_id: Id, reads: ReadsDep) -> Response:
+    """One owner."""
+    return await _read_one(reads, _OWNER_BY_ID, _OWNER_ANSWER, "owner", owner_id)
+
+
+@router.get(
+    "/owners/{owner_id}/summary", response_model=OwnerSummaryRead, responses=error_responses(404)
+)
+@query_budget(1)
+@access(AUTHENTICATED)
+async def get_owner_summary(owner_id: Id, reads: ReadsDep) -> Response:
+    """How many live items an owner has and what they cost together.
+
+    Kept in a table refreshed shortly after each write (``SUMMARY_REFRESH_DELAY``), so a
+    read costs one primary-key lookup however many items the owner has, and may trail the
+    latest writes by that delay.
+    """
+    return await _read_one(reads, _OWNER_SUMMARY, _OWNER_SUMMARY_ANSWER, "owner", owner_id)
+
+
+# -- Tags --------------------------------------------------------------------------------
+
+_TAG_ROWS: Select[*tuple[Any, ...]] = sa.select(col(Tag.id), col(Tag.name))
+_TAG_BY_ID = _TAG_ROWS.where(col(Tag.id) == sa.bindparam("id"))
+_TAGS_PAGE = (
+    _TAG_ROWS.where(col(Tag.id) > sa.bindparam("after"))
+    .order_by(col(Tag.id))
+    .limit(sa.bindparam("limit"))
+)
+_INSERT_TAG = sa.insert(Tag).returning(*_TAG_ROWS.selected_columns)
+_TAG_ANSWER = RowAnswer(TagRead, _TAG_ROWS)
+
+# Tags by id, to check that each exists and to answer their names.
+_TAGS_BY_ID = _TAG_ROWS.where(any_of(col(Tag.id), "tag_ids")).order_by(col(Tag.id))
+
+
+@router.post(
+    "/tags",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TagRead,
+    responses=error_responses(409),
+)
+@query_budget(1)
+@access(TAGS_WRITE)
+async def create_tag(body: TagCreate, writes: WritesDep) -> Response:
+    """Create a tag; names are unique."""
+    tag = await _insert_named(writes, _INSERT_TAG, {"name": body.name}, "a tag")
+    return json_response(_TAG_ANSWER(tag), status.HTTP_201_CREATED)
+
+
+@router.get("/tags", response_model=TagPage)
+@query_budget(1)
+@access(PUBLIC)
+async def list_tags(reads: ReadsDep, after: After = 0, limit: Limit = 50) -> Response:
+    """List tags by id, a page at a time."""
+    return await _read_page(reads, _TAGS_PAGE, _TAG_ANSWER, after, limit)
+
+
+@router.get("/tags/{tag_id}", response_model=TagRead, responses=error_responses(404))
+@query_budget(1)
+@access(PUBLIC)
+async def get_tag(tag_id: Id, reads: ReadsDep) -> Response:
+    """One tag."""
+    return await _read_one(reads, _TAG_BY_ID, _TAG_ANSWER, "tag", tag_id)
+
+
+# -- Export ------------------------------------------------------------------------------
+
+# One column: SQLModel's select types it as well.
+_OWNER_ID = select(col(Owner.id)).where(col(Owner.id) == sa.bindparam("owner_id"))
+
+# The export's batches: keyset pages of an owner's items by id, archived ones included, so
+# the index on owner_id finds them (the partial index holds live items only).
+_EXPORT_PAGE = (
+    sa.select(col(Item.id), col(Item.name), col(Item.price_cents), col(Item.created_at))
+    .where(col(Item.owner_id) == sa.bindparam("owner_id"), col(Item.id) > sa.bindparam("after"))
+    .order_by(col(Item.id))
+    .limit(sa.bindparam("limit"))
+)
+
+# The export reads its rows this many at a time: memory, and the time a connection is held,
+# stay bounded however many items an owner has.
+EXPORT_BATCH_ROWS = 1000
+
+
+@router.get("/owners/{owner_id}/items.csv", response_class=Response, responses=error_responses(404))
+@query_budget(2)
+@access(AUTHENTICATED)
+async def export_owner_items(
+    owner_id: Id, reads: ReadsDep, offloader: OffloadDep
+) -> StreamingResponse:
+    """Every item of an owner as CSV, streamed ``EXPORT_BATCH_ROWS`` rows at a time.
+
+    The budget covers the owner check and the first batch; each further batch costs one
+    statement. A batch is read on a connection that goes back to the pool before the rows
+    are formatted (in a worker thread) and sent: a slow or vanished client holds no
+    connection and no transaction, and a client that goes away stops the export.
+    """
+    async with reads.connection() as connection:
+        owner = await connection.first(_OWNER_ID, {"owner_id": owner_id})
+        if owner is None:
+            raise _not_found("owner", owner_id)
+        rows = await _export_batch(connection, owner_id, after=0)
+    # The first batch is formatted before the response starts, so that a full offload
+    # pool is still a 503 rather than a cut-off download.
+    first = _EXPORT_HEADER + await offloader.run(_csv_lines, rows)
+    filename = f"owner-{owner_id}-items.csv"
+    return StreamingResponse(
+        _export_stream(reads, offloader, owner_id, rows, first),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+_EXPORT_HEADER = "id,name,price_cents,created_at\r\n"
+
+
+async def _export_batch(
+    connection: DriverConnection, owner_id: int, after: int
+) -> list[Sequence[Any]]:
+    page = {"owner_id": owner_id, "after": after, "limit": EXPORT_BATCH_ROWS}
+    return await connection.all(_EXPORT_PAGE, page)
+
+
+async def _export_stream(
+    reads: Reads, offloader: Offloader, owner_id: int, rows: list[Sequence[Any]], first: str
+) -> AsyncIterator[str]:
+    # No connection is held across a yield: the client may take its time, or never return.
+    yield first
+    while len(rows) == EXPORT_BATCH_ROWS:
+        async with reads.connection() as connection:
+            rows = await _export_batch(connection, owner_id, after=rows[-1][0])
+        if rows:
+            # The 200 has gone out: a full offload line may delay the rest, not cut it off.
+            yield await offloader.run_when_free(_csv_lines, rows)
+
+
+def _csv_lines(rows: list[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows(
+        (item_id, _as_text(name), price_cents, created_at.isoformat())
+        for item_id, name, price_cents, created_at in rows
+    )
+    return buffer.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula ("CSV injection");
+# OWASP's advice is to prefix such cells with a single quote, which makes them text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def _unknown_in_batch(

@@ -12,13 +12,13 @@ from projects import break_module, run
 # statement is either way.)
 _LOCK_THE_ROW = """\
     parameters = {"item_id": item_id, **changes, **_changer(caller)}
-    row = (await connection.execute(_UPDATE_ITEM, parameters)).first()
+    row = await writes.first(_UPDATE_ITEM, parameters)
     if row is None:
         raise _not_found("item", item_id)
 """
-_REPLACE_TAGS = "        tags = await _replace_tags(connection, item_id, body.tag_ids)\n"
+_REPLACE_TAGS = "        tags = await _replace_tags(writes, item_id, body.tag_ids)\n"
 _READ_TAGS = (
-    "    if body.tag_ids is None:\n        tags = await _tags_of_item(connection, item_id)\n"
+    "    if body.tag_ids is None:\n        tags = await _tags_of_item(writes, item_id)\n"
 )
 ROW_LOCK_FIRST = _LOCK_THE_ROW + _READ_TAGS + "    else:\n" + _REPLACE_TAGS
 ROW_LOCK_LAST = "    if body.tag_ids is not None:\n" + _REPLACE_TAGS + _LOCK_THE_ROW + _READ_TAGS

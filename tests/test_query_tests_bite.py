@@ -6,19 +6,24 @@ from projects import break_module, run
 
 BATCHED_TAGS = """\
     if tags:
-        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
+        links = await connection.all(_TAGS_OF_ITEMS, {"item_ids": list(tags)})
 """
 # The N+1 as async code writes it: the same statement, sent once per item.
 TAGS_ROW_BY_ROW = """\
     for one_item in list(tags):
-        links = await connection.execute(_TAGS_OF_ITEMS, {"item_ids": [one_item]})
+        links = await connection.all(_TAGS_OF_ITEMS, {"item_ids": [one_item]})
 """
-# The example reads an updated item's tags with a Core statement; a team's ORM code that
-# touches a relationship it did not load must fail, naming it (lazy="raise").
-TAGS_BY_CORE = "        tags = await _tags_of_item(connection, item_id)\n"
+# The example reads an item with its tags in one statement; a team's ORM code that touches
+# a relationship it did not load must fail, naming it (lazy="raise").
+TAGS_BY_STATEMENT = """\
+    rows = await reads.all(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})
+"""
 TAGS_BY_RELATIONSHIP = """\
+    async with reads.connect() as connection, AsyncSession(connection) as session:
         item = await session.get(Item, item_id)
-        tags = [{"id": tag.id, "name": tag.name} for tag in item.tags]
+        if item is not None:
+            print([tag.name for tag in item.tags])
+    rows = await reads.all(_ITEM_WITH_TAGS_BY_ID, {"item_id": item_id})
 """
 
 
@@ -42,8 +47,8 @@ def test_loading_tags_row_by_row_fails_with_the_repeated_statement(project: Path
 
 
 def test_touching_a_relation_the_query_did_not_load_fails_naming_it(project: Path) -> None:
-    break_module(project, TAGS_BY_CORE, TAGS_BY_RELATIONSHIP)
-    result = run([*ITEM_TESTS, "-k", "update"], project)
+    break_module(project, TAGS_BY_STATEMENT, TAGS_BY_RELATIONSHIP)
+    result = run([*ITEM_TESTS, "-k", "get_item_runs_one_query"], project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "'Item.tags' is not available due to lazy='raise'" in result.stdout
 

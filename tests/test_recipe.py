@@ -20,17 +20,15 @@ from projects import (
 # What the recipe's list route becomes in a hurry: each note read on its own, the budget
 # and the test raised to what one row costs.
 BATCHED = """\
-    async with reads.connect() as connection:
-        rows = await connection.execute(_NOTES_PAGE, {"after": after, "limit": limit})
-    notes = [row._asdict() for row in rows]
+    rows = await reads.all(_NOTES_PAGE, {"after": after, "limit": limit})
+    notes = [_NOTE_ANSWER(row) for row in rows]
 """
 ONE_BY_ONE = """\
-    async with reads.connect() as connection:
-        page = await connection.execute(_NOTES_PAGE, {"after": after, "limit": limit})
-        notes = [
-            (await connection.execute(_NOTE_BY_ID, {"note_id": row.id})).one()._asdict()
-            for row in page.all()
-        ]
+    page = await reads.all(_NOTES_PAGE, {"after": after, "limit": limit})
+    notes = []
+    for listed in page:
+        row = await reads.first(_NOTE_BY_ID, {"note_id": listed[0]})
+        notes.append(_NOTE_ANSWER(row or listed))
 """
 NOT_CALLING_ROUTES = (
     "test_fuzz.py",

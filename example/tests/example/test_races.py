@@ -1,7 +1,7 @@
 """Concurrent writes to one item: each ends as one whole write, a clean 409 or a 404.
 
-The racing requests start together, each on its own session and connection, against the
-suite's database. In-memory SQLite has a single connection, on which nothing could run
+The racing requests start together, each in its own transaction on its own connection,
+against the suite's database. In-memory SQLite has a single connection, on which nothing could run
 concurrently, so there the races run on a SQLite file of the test's own.
 """
 
@@ -16,9 +16,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import SQLModel, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from my_service import ItemTagLink, Settings, create_app, get_session
+from my_service import ItemTagLink, Settings, Transaction, create_app, get_writes
 
 from tests.harness.tokens import FULL_ACCESS
 
@@ -58,21 +57,20 @@ async def racer(racing_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @asynccontextmanager
 async def started_together(app: FastAPI, requests: int) -> AsyncIterator[None]:
-    """Hold each request once it has its session until all ``requests`` have one."""
+    """Hold each write once it has its transaction until all ``requests`` have one."""
     barrier = asyncio.Barrier(requests)
-    sessions = app.state.sessions
 
-    async def session_after_the_barrier() -> AsyncIterator[AsyncSession]:
-        async with sessions() as session:
+    async def writes_after_the_barrier() -> AsyncIterator[Transaction]:
+        async with Transaction(app.state.reads) as writes:
             async with asyncio.timeout(30):  # a request that never comes fails the test
                 await barrier.wait()
-            yield session
+            yield writes
 
-    app.dependency_overrides[get_session] = session_after_the_barrier
+    app.dependency_overrides[get_writes] = writes_after_the_barrier
     try:
         yield
     finally:
-        del app.dependency_overrides[get_session]
+        del app.dependency_overrides[get_writes]
 
 
 async def created(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
