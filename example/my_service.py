@@ -1361,15 +1361,19 @@ class DriverConnection:
         if isinstance(parameters, Sequence):
             if not isinstance(statement, sa.Insert):
                 raise TypeError("only an INSERT takes a list of rows; send others one by one")
+            if not parameters:
+                return []
+            plan = self._reads.plan(statement, parameters[0])
             rows: list[Sequence[Any]] = []
-            for start in range(0, len(parameters), _rows_per_insert(parameters)):
-                batch = parameters[start : start + _rows_per_insert(parameters)]
-                plan = _Plan.of(statement.values(list(batch)), self._reads.dialect, None)
-                rows += plan.rows(await self._send(plan, {}))
+            step = plan.rows_per_statement
+            for start in range(0, len(parameters), step):
+                batch = parameters[start : start + step]
+                arguments = [value for row in batch for value in plan.bind(row)[1]]
+                rows += plan.rows(await self._send(plan.with_rows(len(batch)), arguments))
             return rows
         given = parameters or {}
         plan = self._reads.plan(statement, given)
-        return plan.rows(await self._send(plan, given))
+        return plan.rows(await self._send(*plan.bind(given)))
 
     async def first(
         self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
@@ -1392,8 +1396,7 @@ class DriverConnection:
         if not parameters:
             return
         plan = self._reads.plan(statement, parameters[0])
-        arguments = [plan.bind(each)[1] for each in parameters]
-        await self._send(plan, parameters[0], many=arguments)
+        await self._send(plan.sql, [plan.bind(each)[1] for each in parameters], many=True)
 
     async def _checkout(self) -> PoolProxiedConnection:
         # The pool's own checkout: its deadline, pre-ping and the breaker's refusal.
@@ -1410,13 +1413,9 @@ class DriverConnection:
         return self._pooled
 
     async def _send(
-        self,
-        plan: "_Plan",
-        parameters: Mapping[str, Any],
-        many: list[list[Any]] | None = None,
+        self, sql: str, arguments: list[Any], many: bool = False
     ) -> list[Sequence[Any]]:
         pooled = await self._connection()
-        sql, arguments = plan.bind(parameters) if many is None else (plan.sql, many)
         recorders = _recorders.get()
         query = None
         started = 0.0
@@ -1427,7 +1426,7 @@ class DriverConnection:
                 recorder.queries.append(query)
             started = time.perf_counter()
         try:
-            return await _on_driver(pooled, sql, arguments, many is not None)
+            return await _on_driver(pooled, sql, arguments, many)
         except Exception as exc:
             raise self._failure(pooled, exc, sql, arguments) from exc
         except BaseException:
@@ -1575,10 +1574,20 @@ async def _give_back(pooled: PoolProxiedConnection) -> None:
         pooled.close()  # closed already: nothing to reset
 
 
-def _rows_per_insert(rows: Sequence[Mapping[str, Any]]) -> int:
-    # A thousand rows a statement, as SQLAlchemy sends them, within both databases' limit
-    # on the parameters of one statement (32,767 on PostgreSQL; SQLite's is close).
-    return max(1, min(1000, 30_000 // max(1, len(rows[0]) if rows else 1)))
+_NUMBERED = re.compile(r"\$(\d+)")
+
+
+def _renumbered(row: str, by: int) -> str:
+    return _NUMBERED.sub(lambda number: f"${int(number[1]) + by}", row) if by else row
+
+
+def _closing_parenthesis(sql: str, opening: int) -> int:
+    depth = 0
+    for place in range(opening, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[place], 0)
+        if depth == 0:
+            return place
+    raise ValueError(f"no closing parenthesis in: {sql}")
 
 
 def _integrity_error(error: Exception) -> bool:
@@ -1605,6 +1614,8 @@ class _Plan:
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
     # SQLite has no arrays: a list is expanded into the SQL at each execution.
     expanding: bool
+    # An INSERT's SQL for as many VALUES rows as it was last sent with.
+    _with_rows: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, statement: sa.Executable, dialect: Dialect, columns: list[str] | None) -> Self:
@@ -1641,6 +1652,35 @@ class _Plan:
             tuple((place, convert) for place, convert in converters if convert is not None),
             any(bind.expanding for bind in compiled.binds.values()),
         )
+
+    @property
+    def rows_per_statement(self) -> int:
+        """How many rows one INSERT sends: a thousand, as SQLAlchemy sends them, within both
+        databases' limit on a statement's parameters (32,767 on PostgreSQL; SQLite's is
+        close).
+        """
+        return max(1, min(1000, 30_000 // max(1, len(self.names))))
+
+    def with_rows(self, count: int) -> str:
+        """This INSERT's SQL with ``count`` rows of VALUES, each taking its parameters in
+        turn after the row before it.
+        """
+        sql = self._with_rows.get(count)
+        if sql is None:
+            start = self.sql.index(" VALUES (") + len(" VALUES ")
+            end = _closing_parenthesis(self.sql, start)
+            row = self.sql[start : end + 1]
+            numbered = _NUMBERED.findall(row)
+            if self.expanding or len(numbered or row.split("?")[1:]) != len(self.names):
+                raise TypeError(f"an INSERT of many rows takes VALUES parameters only: {self.sql}")
+            # $1, $2, ... numbered on, row after row; SQLite's ? are in order already.
+            width = len(self.names)
+            rows = [_renumbered(row, index * width) for index in range(count)]
+            sql = self.sql[:start] + ", ".join(rows) + self.sql[end + 1 :]
+            if len(self._with_rows) >= 8:
+                self._with_rows.clear()  # a few counts recur; any count is cheap to build
+            self._with_rows[count] = sql
+        return sql
 
     def bind(self, parameters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL to send and its positional arguments, converted for the driver."""

@@ -271,3 +271,22 @@ async def test_a_constraint_refused_on_the_driver_path_is_the_contracts_409(
     assert taken.json() == {"detail": "driver_shelf already has a row with this name"}
     assert added.status_code == 200, added.text
     assert await reads.scalar(sa.select(sa.func.count()).select_from(SHELF)) == len(ROWS) + 1
+
+
+async def test_an_insert_of_many_rows_is_a_statement_per_thousand_rows_answering_in_order(
+    reads: Reads,
+) -> None:
+    rows = [
+        {"id": 100 + n, "name": f"batch {n}", "open": n % 2 == 0, "checked_at": CHECKED}
+        for n in range(2500)
+    ]
+    insert = sa.insert(SHELF).returning(SHELF.c.id, SHELF.c.open, SHELF.c.checked_at)
+    async with Transaction(reads) as writes:
+        with record_queries() as recorder:
+            returned = await writes.all(insert, rows)
+        await writes.commit()
+    assert recorder.count == 3, recorder.report()
+    expected = [(row["id"], row["open"], CHECKED) for row in rows]
+    assert [tuple(row) for row in returned] == expected
+    stored = sa.select(sa.func.count()).select_from(SHELF)
+    assert await reads.scalar(stored) == len(ROWS) + len(rows)
