@@ -1426,15 +1426,22 @@ class DriverConnection:
                 recorder.queries.append(query)
             started = time.perf_counter()
         try:
+            return await self._run(pooled, sql, arguments, many)
+        finally:
+            if query is not None:
+                query.duration = time.perf_counter() - started
+
+    async def _run(
+        self, pooled: PoolProxiedConnection, sql: str, arguments: list[Any], many: bool = False
+    ) -> list[Sequence[Any]]:
+        # The statement on the driver, its failure made what SQLAlchemy's would be.
+        try:
             return await _on_driver(pooled, sql, arguments, many)
         except Exception as exc:
             raise self._failure(pooled, exc, sql, arguments) from exc
         except BaseException:
             await _abandon(pooled)
             raise
-        finally:
-            if query is not None:
-                query.duration = time.perf_counter() - started
 
     def _failure(
         self, pooled: PoolProxiedConnection, error: Exception, sql: str, arguments: Any
@@ -1492,8 +1499,6 @@ class Transaction(DriverConnection):
         """Commit, give the connection back, then drop the cache entries the write named
         (``invalidate_on_commit``) here and, once told, in every other process.
         """
-        if self._pooled is None:
-            return  # nothing was sent
         await self._end("COMMIT")
         await self._checkin()
         sent = _invalidate_committed(self.info, self._reads.engine.sync_engine)
@@ -1509,15 +1514,10 @@ class Transaction(DriverConnection):
             # SQLite's write lock as the transaction begins (see _begin_immediate).
             begin = "BEGIN" if self._reads.dialect.name == "postgresql" else "BEGIN IMMEDIATE"
             try:
-                await _on_driver(pooled, begin, [], many=False)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    failure: BaseException = self._failure(pooled, exc, begin, [])
-                else:
-                    await _abandon(pooled)
-                    failure = exc
+                await self._run(pooled, begin, [])
+            except BaseException:
                 await _give_back(pooled)
-                raise failure from exc
+                raise
             self._pooled = pooled
         return self._pooled
 
@@ -1528,15 +1528,11 @@ class Transaction(DriverConnection):
         if pooled is None or not pooled.is_valid:
             return
         try:
-            await _on_driver(pooled, how, [], many=False)
+            await self._run(pooled, how, [])
         except Exception as exc:
-            failure = self._failure(pooled, exc, how, [])
             if pooled.is_valid:
                 # A connection that cannot say where its transaction stands is not reused.
                 pooled.invalidate(exc)
-            raise failure from exc
-        except BaseException:
-            await _abandon(pooled)
             raise
 
 
@@ -1608,8 +1604,10 @@ class _Plan:
     names: tuple[str, ...]
     # Each parameter's bind processor (the type's conversion for the driver), if any.
     processors: tuple[Callable[[Any], Any] | None, ...]
-    # Values the statement holds itself (a literal compared to, a Python-side default).
+    # Values the statement holds itself (a literal compared to, a Python-side default), and
+    # those Python computes for each execution (a default's function).
     fixed: Mapping[str, Any]
+    computed: Mapping[str, Callable[[], Any]]
     # The columns whose type converts the driver's value (SQLite's timestamps, say), by place.
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
     # SQLite has no arrays: a list is expanded into the SQL at each execution.
@@ -1623,17 +1621,23 @@ class _Plan:
         compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=columns))
         names = tuple(compiled.positiontup or ())
         fixed: dict[str, Any] = {}
+        computed: dict[str, Callable[[], Any]] = {}
         for name, bind in compiled.binds.items():
-            if not bind.required and bind.callable is None:
+            if bind.callable is not None:
+                computed[name] = bind.callable
+            elif not bind.required:
                 fixed[name] = bind.value
-        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
-            default = column.default
-            if default is None or not default.is_scalar:
-                raise TypeError(
-                    f"{column} has a default computed in Python: pass its value to "
-                    f"{compiled.string.split()[0]} statements sent through Reads"
-                )
-            fixed[column.key] = cast(Any, default).arg
+        # The columns an INSERT or UPDATE leaves out whose default (onupdate) Python gives:
+        # a value, or a function SQLAlchemy calls with its execution context, here None.
+        prefetched = [(column, column.default) for column in compiled.insert_prefetch]
+        prefetched += [(column, column.onupdate) for column in compiled.update_prefetch]
+        for column, default in prefetched:
+            given = cast(Any, default).arg
+            if cast(Any, default).is_callable:
+                fixed.pop(column.key, None)
+                computed[column.key] = functools.partial(given, None)
+            else:
+                fixed[column.key] = given
         processors = tuple(
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in names
@@ -1649,6 +1653,7 @@ class _Plan:
             names,
             processors,
             MappingProxyType(fixed),
+            MappingProxyType(computed),
             tuple((place, convert) for place, convert in converters if convert is not None),
             any(bind.expanding for bind in compiled.binds.values()),
         )
@@ -1699,6 +1704,8 @@ class _Plan:
                 value = parameters[name]
             elif name in self.fixed:
                 value = self.fixed[name]
+            elif name in self.computed:
+                value = self.computed[name]()
             else:
                 raise TypeError(f"no value for the parameter {name!r} of: {self.sql}")
             arguments.append(value if process is None else process(value))

@@ -7,6 +7,7 @@ These tests use a table of their own, so they hold whatever models the service h
 
 import asyncio
 import inspect
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from my_service import (
 from tests.harness.tokens import FULL_ACCESS
 
 TABLES = sa.MetaData()
+LABELS = itertools.count(1)
 SHELF = sa.Table(
     "driver_shelf",
     TABLES,
@@ -41,6 +43,9 @@ SHELF = sa.Table(
     sa.Column("name", sa.String(20), unique=True, nullable=False),
     sa.Column("open", sa.Boolean, nullable=False),
     sa.Column("checked_at", UTCDateTime(), nullable=False),
+    # Defaults Python gives an INSERT that leaves the column out: a value, and a function.
+    sa.Column("floor", sa.Integer, nullable=False, default=1),
+    sa.Column("label", sa.String(40), nullable=False, default=lambda: f"label {next(LABELS)}"),
 )
 CHECKED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ROWS = [
@@ -290,3 +295,35 @@ async def test_an_insert_of_many_rows_is_a_statement_per_thousand_rows_answering
     assert [tuple(row) for row in returned] == expected
     stored = sa.select(sa.func.count()).select_from(SHELF)
     assert await reads.scalar(stored) == len(ROWS) + len(rows)
+
+
+async def test_a_column_left_out_gets_its_python_default_for_each_row(reads: Reads) -> None:
+    insert = sa.insert(SHELF).returning(SHELF.c.floor, SHELF.c.label)
+    one = {"name": "one", "open": True, "checked_at": CHECKED}
+    async with Transaction(reads) as writes:
+        first = await writes.first(insert, {**one, "id": 50})
+        many = await writes.all(
+            insert, [{**one, "id": 51, "name": "two"}, {**one, "id": 52, "name": "three"}]
+        )
+        await writes.commit()
+    assert first is not None
+    labels = [first[1], *(row[1] for row in many)]
+    assert [first[0], *(row[0] for row in many)] == [1, 1, 1]
+    assert len(set(labels)) == 3, labels
+
+
+async def test_a_commit_with_nothing_sent_still_drops_what_it_names(
+    app: FastAPI, reads: Reads
+) -> None:
+    cache = app.state.cache
+
+    async def load() -> str:
+        return "stored"
+
+    await cache.get_or_load("shelf", 7, load)
+    async with Transaction(reads) as writes:
+        cache.invalidate_on_commit(writes, "shelf", 7)
+        await writes.commit()
+    loads = cache.stats.loads
+    await cache.get_or_load("shelf", 7, load)
+    assert cache.stats.loads == loads + 1
